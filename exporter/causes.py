@@ -1,0 +1,217 @@
+"""The support-gap taxonomy: one table from an outcome to a cause label.
+
+A cause answers the operator's question "why did this operation not work?".
+Each has a remediation text shown in the status page, the CLI and alerts.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+from exporter.kinds import ProbeKind
+from exporter.outcome import Outcome, WireEvent
+
+# RFC 1035 / 2136 / 6891 / 8490 / 8945 / 7873 rcode values.
+NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
+YXDOMAIN, YXRRSET, NXRRSET, NOTAUTH, NOTZONE, DSOTYPENI = 6, 7, 8, 9, 10, 11
+BADVERS, BADSIG, BADKEY, BADTIME, BADCOOKIE = 16, 16, 17, 18, 23
+
+RCODE_NAMES: Mapping[int, str] = {
+    0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP",
+    5: "REFUSED", 6: "YXDOMAIN", 7: "YXRRSET", 8: "NXRRSET", 9: "NOTAUTH",
+    10: "NOTZONE", 11: "DSOTYPENI", 16: "BADVERS", 17: "BADKEY", 18: "BADTIME",
+    19: "BADMODE", 20: "BADNAME", 21: "BADALG", 22: "BADTRUNC", 23: "BADCOOKIE",
+}  # fmt: skip
+
+
+def rcode_name(rcode: int | None) -> str:
+    """Mnemonic for an rcode; ``"none"`` when no reply came, ``"RCODE42"`` when unassigned."""
+    if rcode is None:
+        return "none"
+    return RCODE_NAMES.get(rcode, f"RCODE{rcode}")
+
+
+class Cause(enum.StrEnum):
+    """Why an operation did or did not work: the ``cause`` label."""
+
+    NONE = "none"
+    NOT_IMPLEMENTED = "not_implemented"
+    REFUSED = "refused"
+    NOT_AUTHORIZED = "not_authorized"
+    NOT_ZONE = "not_zone"
+    FORMAT_ERROR = "format_error"
+    SERVER_FAILURE = "server_failure"
+    BAD_VERSION = "bad_version"
+    BAD_SIGNATURE = "bad_signature"
+    BAD_KEY = "bad_key"
+    BAD_TIME = "bad_time"
+    BAD_COOKIE = "bad_cookie"
+    UNEXPECTED_RCODE = "unexpected_rcode"
+    NO_RESPONSE = "no_response"
+    CONNECTION_CLOSED = "connection_closed"
+    CONNECTION_RESET = "connection_reset"
+    CONNECTION_REFUSED = "connection_refused"
+    TRUNCATED = "truncated"
+    MISMATCHED_REPLY = "mismatched_reply"
+    MALFORMED = "malformed"
+    TLS_ERROR = "tls_error"
+    NETWORK_ERROR = "network_error"
+    DSO_NOT_IMPLEMENTED = "dso_not_implemented"
+    DSO_TYPE_NOT_IMPLEMENTED = "dso_type_not_implemented"
+    DSO_ECHOED = "dso_echoed"
+    DSO_OVER_UDP = "dso_over_udp"
+    NOT_SENT = "not_sent"
+
+
+#: What the cause means and what the operator can do about it.
+REMEDIATION: Mapping[Cause, str] = {
+    Cause.NONE: "The server handled the operation.",
+    Cause.NOT_IMPLEMENTED: (
+        "NOTIMP: the server does not implement this opcode or query kind. Verify the "
+        "server supports the operation; enable zone transfers / dynamic updates in its "
+        "config, or use server software that has it."
+    ),
+    Cause.REFUSED: (
+        "REFUSED: the server implements the operation but policy forbids it for us "
+        "(allow-transfer / allow-update / ACL). Add the prober's address to the ACL "
+        "if it should be allowed."
+    ),
+    Cause.NOT_AUTHORIZED: (
+        "NOTAUTH: the server is not authoritative for the zone, or (with TSIG) the key "
+        "is not authorized. Check the zone is loaded and the key is in the ACL."
+    ),
+    Cause.NOT_ZONE: "NOTZONE: a name in the request is outside the zone; check the probe's zone.",
+    Cause.FORMAT_ERROR: (
+        "FORMERR: the server could not parse the request (often an EDNS option or flag "
+        "it does not handle). Compare with `dnsgap probe --json` and the server's logs."
+    ),
+    Cause.SERVER_FAILURE: "SERVFAIL: the server failed internally; see its logs.",
+    Cause.BAD_VERSION: (
+        "BADVERS: the server does not support this EDNS version (expected for version 1 "
+        "on a compliant server: RFC 6891 §6.1.3)."
+    ),
+    Cause.BAD_SIGNATURE: "TSIG BADSIG: the key's secret does not match the server's.",
+    Cause.BAD_KEY: "TSIG BADKEY: the server does not know this key name or algorithm.",
+    Cause.BAD_TIME: "TSIG BADTIME: the clocks of prober and server differ too much.",
+    Cause.BAD_COOKIE: "BADCOOKIE: the server rejected our DNS cookie (RFC 7873).",
+    Cause.UNEXPECTED_RCODE: "The server answered with an rcode that does not fit the request.",
+    Cause.NO_RESPONSE: (
+        "Silence until the timeout: the server drops this kind of request (common for "
+        "unassigned opcodes), or a firewall does."
+    ),
+    Cause.CONNECTION_CLOSED: "The server closed the TCP connection without answering.",
+    Cause.CONNECTION_RESET: "The server reset the TCP connection.",
+    Cause.CONNECTION_REFUSED: "Nothing listens on that address and port (or a firewall rejects).",
+    Cause.TRUNCATED: "The UDP reply was truncated (TC) and not retried over TCP.",
+    Cause.MISMATCHED_REPLY: (
+        "The reply's ID, opcode or question differs from the request: the server "
+        "answered something else (some answer UPDATE or unknown opcodes as QUERY)."
+    ),
+    Cause.MALFORMED: "The server sent bytes that are not a valid DNS/DSO message.",
+    Cause.TLS_ERROR: "The TLS handshake or certificate verification failed.",
+    Cause.NETWORK_ERROR: "A network error prevented the exchange (unreachable, bad address).",
+    Cause.DSO_NOT_IMPLEMENTED: (
+        "The server does not implement DNS Stateful Operations at all (NOTIMP to a DSO "
+        "message, RFC 8765 §6.2.2). Upgrade to server software with DSO, or fall back "
+        "to traditional DNS queries."
+    ),
+    Cause.DSO_TYPE_NOT_IMPLEMENTED: (
+        "DSOTYPENI: the server speaks DSO but not this TLV type. Both sides must "
+        "support the same DSO type; upgrade the server or fall back to traditional "
+        "DNS queries."
+    ),
+    Cause.DSO_ECHOED: (
+        "The server echoed the DSO message back instead of processing it: it does not "
+        "speak DSO. Fall back to traditional DNS queries."
+    ),
+    Cause.DSO_OVER_UDP: "DSO is only valid over a connection (RFC 8490 §5.1); this was UDP.",
+    Cause.NOT_SENT: "The request was not sent (not valid for this transport).",
+}
+
+_EVENT_CAUSES: Mapping[WireEvent, Cause] = {
+    WireEvent.TIMEOUT: Cause.NO_RESPONSE,
+    WireEvent.CLOSED: Cause.CONNECTION_CLOSED,
+    WireEvent.RESET: Cause.CONNECTION_RESET,
+    WireEvent.CONNECTION_REFUSED: Cause.CONNECTION_REFUSED,
+    WireEvent.TRUNCATED: Cause.TRUNCATED,
+    WireEvent.MISMATCHED: Cause.MISMATCHED_REPLY,
+    WireEvent.MALFORMED: Cause.MALFORMED,
+    WireEvent.TLS_ERROR: Cause.TLS_ERROR,
+    WireEvent.NETWORK_ERROR: Cause.NETWORK_ERROR,
+    WireEvent.NOT_SENT: Cause.NOT_SENT,
+}
+
+#: Rcodes that say "this works" (or that the request was understood and
+#: answered on its merits) for every probe kind.
+_RCODE_CAUSES: Mapping[int, Cause] = {
+    NOERROR: Cause.NONE,
+    NXDOMAIN: Cause.NONE,
+    FORMERR: Cause.FORMAT_ERROR,
+    SERVFAIL: Cause.SERVER_FAILURE,
+    NOTIMP: Cause.NOT_IMPLEMENTED,
+    REFUSED: Cause.REFUSED,
+    NOTAUTH: Cause.NOT_AUTHORIZED,
+    NOTZONE: Cause.NOT_ZONE,
+    BADVERS: Cause.BAD_VERSION,
+    BADCOOKIE: Cause.BAD_COOKIE,
+}
+
+# RFC 2136 §3.2: prerequisite failures prove UPDATE is implemented and allowed.
+_UPDATE_PREREQ_RCODES = frozenset({NXDOMAIN, YXDOMAIN, YXRRSET, NXRRSET})
+
+_TSIG_CAUSES: Mapping[int, Cause] = {
+    BADSIG: Cause.BAD_SIGNATURE,
+    BADKEY: Cause.BAD_KEY,
+    BADTIME: Cause.BAD_TIME,
+}
+
+
+def classify(kind: ProbeKind, outcome: Outcome) -> Cause:
+    """The cause of an outcome, for a probe of the given kind."""
+    if outcome.event is not WireEvent.REPLY:
+        return _EVENT_CAUSES[outcome.event]
+    if outcome.tsig_error:
+        return _TSIG_CAUSES.get(outcome.tsig_error, Cause.NOT_AUTHORIZED)
+    rcode = outcome.rcode
+    if rcode is None:  # pragma: no cover - a REPLY always carries an rcode
+        return Cause.MALFORMED
+    if kind.is_dso:
+        return _classify_dso(outcome, rcode)
+    if kind is ProbeKind.UPDATE and rcode in _UPDATE_PREREQ_RCODES:
+        return Cause.NONE
+    if rcode == DSOTYPENI:
+        return Cause.UNEXPECTED_RCODE
+    return _RCODE_CAUSES.get(rcode, Cause.UNEXPECTED_RCODE)
+
+
+def _classify_dso(outcome: Outcome, rcode: int) -> Cause:
+    # RFC 8490 §5.1.1 / RFC 8765 §6.2.2: NOTIMP to a DSO message means "no DSO at all",
+    # a different gap from DSOTYPENI (DSO spoken, this TLV type not).
+    if rcode == NOTIMP:
+        return Cause.DSO_NOT_IMPLEMENTED
+    if rcode == DSOTYPENI:
+        return Cause.DSO_TYPE_NOT_IMPLEMENTED
+    if outcome.dso is not None and outcome.dso.echoed:
+        return Cause.DSO_ECHOED
+    if outcome.transport == "udp" and rcode == NOERROR:
+        return Cause.DSO_OVER_UDP
+    if rcode == NXDOMAIN:
+        return Cause.UNEXPECTED_RCODE
+    return _RCODE_CAUSES.get(rcode, Cause.UNEXPECTED_RCODE)
+
+
+def possible_gap_causes(kind: ProbeKind) -> tuple[Cause, ...]:
+    """The gap causes a probe kind can report, pre-created at 0 so that
+    ``increase()`` sees the very first occurrence."""
+    common = (Cause.NOT_IMPLEMENTED, Cause.REFUSED, Cause.NOT_AUTHORIZED,
+              Cause.FORMAT_ERROR, Cause.SERVER_FAILURE, Cause.NO_RESPONSE)  # fmt: skip
+    if kind.is_dso:
+        return (Cause.DSO_NOT_IMPLEMENTED, Cause.DSO_TYPE_NOT_IMPLEMENTED, Cause.REFUSED,
+                Cause.NOT_AUTHORIZED, Cause.FORMAT_ERROR, Cause.SERVER_FAILURE,
+                Cause.NO_RESPONSE, Cause.CONNECTION_CLOSED)  # fmt: skip
+    if kind is ProbeKind.QUERY:
+        return (*common, Cause.BAD_VERSION)
+    if kind.is_transfer:
+        return (*common, Cause.CONNECTION_CLOSED)
+    return common
