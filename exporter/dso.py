@@ -391,7 +391,7 @@ def _decode_push(message: bytes, start: int, end: int) -> Push:
     records: list[PushRecord] = []
     try:
         while parser.current < end:
-            name = parser.get_name()
+            name = parser.get_name(decompress=True)
             rtype, rclass, ttl, rdlen = parser.get_struct(_RR_TAIL.format)
             if parser.current + rdlen > end:
                 raise DsoDecodeError(DecodeProblem.BAD_TLV_VALUE, "PUSH: RDATA runs past the TLV")
