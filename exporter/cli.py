@@ -1,0 +1,292 @@
+"""Command line: arguments, process lifecycle, signals — nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import dns.rdataclass
+import dns.rdatatype
+
+from exporter import __version__
+from exporter.causes import REMEDIATION
+from exporter.config import (
+    DEFAULT_LISTEN,
+    Config,
+    ConfigError,
+    DsoSettings,
+    EdnsSettings,
+    ProbeSpec,
+    Target,
+    TlsSettings,
+    Transport,
+    TsigKey,
+)
+from exporter.kinds import ProbeKind
+from exporter.sharding import Shard
+
+log = logging.getLogger("dnsgap")
+
+_KIND_DEFAULT_TRANSPORT = {ProbeKind.AXFR: Transport.TCP, ProbeKind.IXFR: Transport.TCP}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dnsgap",
+        description="Prometheus exporter for the DNS operations a server does not support.",
+    )
+    parser.add_argument("--version", action="version", version=f"dnsgap {__version__}")
+    parser.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"])  # fmt: skip
+    sub = parser.add_subparsers(dest="command")
+
+    serve = sub.add_parser("serve", help="run the scheduler and the HTTP server (default)")
+    serve.add_argument("--config", "-c", required=True, help="YAML config file")
+    _add_serve_options(serve)
+
+    check = sub.add_parser("check-config", help="validate a config file; exit 0 or 1")
+    check.add_argument("file")
+
+    demo = sub.add_parser("demo", help="run reference servers in-process and probe them")
+    _add_serve_options(demo)
+
+    probe = sub.add_parser("probe", help="run one probe and print its outcome (the dig of gaps)")
+    probe.add_argument("server", help="host:port, [v6]:port or hostname (port 53, 853 for tls)")
+    probe.add_argument("--kind", "-k", required=True, choices=[k.value for k in ProbeKind])
+    probe.add_argument("--transport", "-t", choices=[t.value for t in Transport])
+    probe.add_argument("--name", "-n", default=None, help="query name (default: the zone)")
+    probe.add_argument("--qtype", "-q", default="SOA", help="query type (name or TYPEnnn)")
+    probe.add_argument("--qclass", default="IN")
+    probe.add_argument("--zone", "-z", default=".", help="zone for ixfr/axfr/update/notify")
+    probe.add_argument("--opcode", type=int, default=15, help="raw opcode for --kind opcode")
+    probe.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    probe.add_argument("--serial", type=int, default=0, help="IXFR: the serial we claim")
+    probe.add_argument("--rd", action="store_true", help="set RD (recursion desired)")
+    probe.add_argument("--no-edns", action="store_true", help="send no OPT record")
+    probe.add_argument("--edns-version", type=int, default=0)
+    probe.add_argument("--edns-flags", type=lambda s: int(s, 0), default=0,
+                       help="extra EDNS flag bits, e.g. 0x4000")  # fmt: skip
+    probe.add_argument("--edns-option", action="append", default=[], metavar="CODE[:HEX]",
+                       help="add an EDNS option (repeatable)")  # fmt: skip
+    probe.add_argument("--nsid", action="store_true", help="ask for NSID (RFC 5001)")
+    probe.add_argument("--dnssec-ok", "--do", action="store_true", dest="dnssec_ok")
+    probe.add_argument("--no-tcp-fallback", action="store_true",
+                       help="report a truncated UDP reply instead of retrying over TCP")
+    probe.add_argument("--allow-notify", action="store_true",
+                       help="required for --kind notify: it makes secondaries refresh")
+    probe.add_argument("--dso-type", type=lambda s: int(s, 0), default=None,
+                       help="dso_tlv: TLV type (default 0xF7FF, unassigned)")
+    probe.add_argument("--push-name", default=None, help="dso_push_subscribe: name")
+    probe.add_argument("--push-type", default="SOA", help="dso_push_subscribe: type")
+    probe.add_argument("--push-wait", type=float, default=0.0,
+                       help="dso_push_subscribe: seconds to wait for PUSH messages")
+    probe.add_argument("--allow-udp-dso", action="store_true",
+                       help="send DSO over UDP anyway (not valid DSO: the result says so)")
+    probe.add_argument("--ca-file"), probe.add_argument("--server-name")
+    probe.add_argument("--cert-file"), probe.add_argument("--key-file")
+    probe.add_argument("--insecure", action="store_true", help="TLS: do not verify")
+    probe.add_argument("--tsig", metavar="NAME:ALGORITHM:SECRET",
+                       help="sign transfers/updates with this TSIG key")
+    probe.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def _add_serve_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--listen", "-l", default=None,
+                        help=f"HTTP listen address (default {DEFAULT_LISTEN})")  # fmt: skip
+    parser.add_argument("--shard", default=None, metavar="INDEX/COUNT",
+                        help="run only this replica's share of the (target, probe) pairs")
+
+
+# -- dnsgap probe ----------------------------------------------------------------------
+
+def probe_from_args(args: argparse.Namespace) -> tuple[Target, ProbeSpec]:
+    """The ad-hoc target and probe that ``dnsgap probe`` arguments describe."""
+    from exporter.http import split_host_port
+
+    kind = ProbeKind(args.kind)
+    transport = Transport(args.transport) if args.transport else (
+        Transport.TCP if kind.is_dso else _KIND_DEFAULT_TRANSPORT.get(kind, Transport.UDP))
+    host, port = split_host_port(args.server, 853 if transport is Transport.TLS else 53)
+    options = []
+    for item in args.edns_option:
+        code, _, data = item.partition(":")
+        options.append((int(code, 0), bytes.fromhex(data)))
+    edns = EdnsSettings(enabled=not args.no_edns, version=args.edns_version,
+                        dnssec_ok=args.dnssec_ok, flags=args.edns_flags,
+                        options=tuple(options), nsid=args.nsid)  # fmt: skip
+    tsig = None
+    if args.tsig:
+        name, algorithm, secret = args.tsig.split(":", 2)
+        tsig = TsigKey(name, algorithm, secret)
+    zone = args.zone
+    dso = DsoSettings(
+        tlv_type=args.dso_type if args.dso_type is not None else DsoSettings().tlv_type,
+        push_name=args.push_name or args.name or zone,
+        push_type=int(dns.rdatatype.from_text(args.push_type)),
+        push_wait=args.push_wait, allow_udp=args.allow_udp_dso,
+    )  # fmt: skip
+    spec = ProbeSpec(
+        name=kind.value, kind=kind, transport=transport, interval=max(args.timeout, 1.0),
+        timeout=args.timeout, qname=args.name or zone,
+        qtype=int(dns.rdatatype.from_text(args.qtype)),
+        qclass=int(dns.rdataclass.from_text(args.qclass)), recursion_desired=args.rd,
+        edns=edns, zone=zone, serial=args.serial, opcode=args.opcode,
+        tcp_fallback=not args.no_tcp_fallback, tsig_key=tsig, dso=dso,
+        allow_notify=args.allow_notify,
+    )  # fmt: skip
+    tls = TlsSettings(ca_file=args.ca_file, server_name=args.server_name,
+                      cert_file=args.cert_file, key_file=args.key_file,
+                      verify=not args.insecure)  # fmt: skip
+    target = Target(name=args.server, host=host, port=port, probes=(spec,), zone=zone, tls=tls)
+    return target, spec
+
+
+def _probe_command(args: argparse.Namespace) -> int:
+    from exporter.probes import run_probe
+
+    try:
+        target, spec = probe_from_args(args)
+    except (ValueError, dns.rdatatype.UnknownRdatatype) as exc:
+        print(f"dnsgap probe: {exc}", file=sys.stderr)
+        return 2
+    if spec.kind is ProbeKind.NOTIFY and not spec.allow_notify:
+        print("dnsgap probe: --kind notify makes the server's secondaries refresh; "
+              "add --allow-notify to send it", file=sys.stderr)  # fmt: skip
+        return 2
+    result = asyncio.run(run_probe(target, spec))
+    if args.json:
+        data = {"server": args.server, "kind": spec.kind.value, **result.as_json()}
+        print(json.dumps(data, sort_keys=True))
+        return 0
+    outcome = result.outcome
+    rcode = result.rcode_label if outcome.rcode is not None else "no reply"
+    line = (f"{args.server} {spec.kind.value}/{outcome.transport}: {rcode} -> "
+            f"cause={result.cause.value} ({result.duration * 1000:.1f} ms)")  # fmt: skip
+    if outcome.error:
+        line += f" [{outcome.error}]"
+    print(line)
+    if outcome.dso is not None and outcome.dso.session_established:
+        print(f"  DSO session: inactivity {outcome.dso.inactivity_timeout}s, "
+              f"keepalive {outcome.dso.keepalive_interval}s")  # fmt: skip
+    if result.fallback is not None:
+        print(f"  fallback {result.fallback.kind.value}: cause={result.fallback.cause.value}")
+    print(f"  {REMEDIATION[result.cause]}")
+    return 0
+
+
+# -- dnsgap check-config ----------------------------------------------------------------
+
+def _check_config_command(path: str) -> int:
+    from exporter.config import load_config
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
+        return 1
+    pairs = sum(len(target.probes) for target in config.targets)
+    print(f"{path}: OK: {len(config.targets)} targets, {pairs} (target, probe) pairs")
+    return 0
+
+
+# -- dnsgap serve / demo ----------------------------------------------------------------
+
+async def serve(config: Config, config_path: str | None, listen: str, shard: Shard,
+                ready_message: str | None = None) -> None:  # fmt: skip
+    from aiohttp import web
+
+    from exporter.http import build_app, split_host_port
+    from exporter.runtime import Exporter
+    from exporter.webconfig import load_web_config
+
+    exporter = Exporter(config, config_path, shard)
+    web_config = load_web_config(config.http.web_config_file)
+    app = build_app(exporter, web_config.middlewares)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    host, port = split_host_port(listen, 18553)
+    site = web.TCPSite(runner, host, port, ssl_context=web_config.ssl_context)
+    await site.start()
+    exporter.start()
+    scheme = "https" if web_config.ssl_context else "http"
+    shown = f"[{host}]" if ":" in host else host
+    for path in ("/metrics", "/", "/probe?target=&probe="):
+        print(f"dnsgap: serving {scheme}://{shown}:{port}{path}", flush=True)
+    if ready_message:
+        print(ready_message, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: _reload_on_signal(exporter))
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await exporter.stop()
+        await runner.cleanup()
+
+
+def _reload_on_signal(exporter: object) -> None:
+    from exporter.runtime import Exporter
+
+    assert isinstance(exporter, Exporter)
+    result = exporter.reload()
+    log.info("SIGHUP reload: %s", result.message)
+
+
+def _serve_command(args: argparse.Namespace) -> int:
+    from exporter.config import load_config
+
+    try:
+        config = load_config(args.config)
+        shard = Shard.parse(args.shard) if args.shard else Shard(0, 1)
+    except ConfigError as exc:
+        print(f"dnsgap: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:
+        print(f"dnsgap: {exc}", file=sys.stderr)
+        return 1
+    listen = args.listen or config.http.listen
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(config, args.config, listen, shard))
+    return 0
+
+
+def _demo_command(args: argparse.Namespace) -> int:
+    from exporter.demo import run_demo
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_demo(args.listen or DEFAULT_LISTEN))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in {"serve", "check-config", "probe", "demo", "-h", "--help",
+                                "--version", "--log-level"}:  # fmt: skip
+        argv.insert(0, "serve")  # `dnsgap --config x.yml` means serve
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    if args.command == "check-config":
+        return _check_config_command(args.file)
+    if args.command == "probe":
+        return _probe_command(args)
+    if args.command == "demo":
+        return _demo_command(args)
+    if args.command == "serve":
+        return _serve_command(args)
+    parser.print_help()
+    return 2

@@ -1,0 +1,206 @@
+"""HTTP endpoints: /metrics, /probe, /-/healthy, /-/ready, /-/reload and the status page."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import logging
+import socket
+from collections import Counter
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from exporter.config import Config, ProbeSpec, Target
+from exporter.metrics import MetricsState
+from exporter.runtime import Exporter
+from exporter.statuspage import render_status_page
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE_METRICS = "text/plain; version=0.0.4; charset=utf-8"
+EXPORTER_KEY: web.AppKey[Exporter] = web.AppKey("exporter", Exporter)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ProbeRequestError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def split_host_port(text: str, default_port: int = 53) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port``."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest.removeprefix(":") if rest else ""
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    else:
+        host, port_text = text, ""
+    if not host:
+        raise ValueError(f"no host in {text!r}")
+    port = int(port_text) if port_text else default_port
+    if not 0 < port < 65536:
+        raise ValueError(f"port out of range in {text!r}")
+    return host, port
+
+
+async def resolve_allowed(host: str, cidrs: tuple[str, ...]) -> str:
+    """The address to probe for an ad-hoc host, only if every address it resolves to is
+    inside the allowlist. We then probe that address, never the name again, so a name
+    that changes its answer between check and use cannot steer traffic elsewhere."""
+    networks = [ipaddress.ip_network(cidr, strict=False) for cidr in cidrs]
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+    except OSError as exc:
+        raise ProbeRequestError(400, f"cannot resolve {host!r}: {exc}") from None
+    addresses = sorted({str(info[4][0]) for info in infos})
+    if not addresses:
+        raise ProbeRequestError(400, f"{host!r} resolves to no address")
+    for address in addresses:
+        ip = ipaddress.ip_address(address)
+        if not any(ip in network for network in networks):
+            raise ProbeRequestError(403, f"{host!r} resolves to {address}, outside the "
+                                    "ad-hoc allowlist (http.probe.adhoc_cidrs)")  # fmt: skip
+    return addresses[0]
+
+
+async def select_probe(config: Config, target_param: str,
+                       probe_param: str) -> tuple[Target, ProbeSpec]:  # fmt: skip
+    if not target_param or not probe_param:
+        raise ProbeRequestError(400, "both 'target' and 'probe' parameters are required")
+    for target in config.targets:
+        if target.name == target_param:
+            for spec in target.probes:
+                if spec.name == probe_param:
+                    return target, spec
+            known = ", ".join(spec.name for spec in target.probes)
+            raise ProbeRequestError(400, f"target {target_param!r} has no probe "
+                                    f"{probe_param!r} (known: {known})")  # fmt: skip
+    settings = config.http.probe
+    if not settings.allow_adhoc:
+        raise ProbeRequestError(400, f"unknown target {target_param!r}: only configured "
+                                "targets are allowed (http.probe.allow_adhoc is off)")  # fmt: skip
+    template = config.probes.get(probe_param)
+    if template is None:
+        known = ", ".join(sorted(config.probes))
+        raise ProbeRequestError(400, f"unknown probe template {probe_param!r} "
+                                f"(known: {known})")  # fmt: skip
+    try:
+        host, port = split_host_port(target_param)
+    except ValueError as exc:
+        raise ProbeRequestError(400, str(exc)) from None
+    address = await resolve_allowed(host, settings.adhoc_cidrs)
+    target = Target(name=target_param, host=address, port=port, probes=(template,))
+    return target, template
+
+
+class ProbeLimiter:
+    """A global and a per-client cap on concurrent /probe requests."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.per_client: Counter[str] = Counter()
+
+    def try_acquire(self, client: str, max_total: int, max_per_client: int) -> str | None:
+        if self.total >= max_total:
+            return "too many concurrent /probe requests"
+        if self.per_client[client] >= max_per_client:
+            return f"too many concurrent /probe requests from {client}"
+        self.total += 1
+        self.per_client[client] += 1
+        return None
+
+    def release(self, client: str) -> None:
+        self.total -= 1
+        self.per_client[client] -= 1
+        if self.per_client[client] <= 0:
+            del self.per_client[client]
+
+
+LIMITER_KEY: web.AppKey[ProbeLimiter] = web.AppKey("limiter", ProbeLimiter)
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    exporter = request.app[EXPORTER_KEY]
+    return web.Response(body=exporter.state.render().encode(),
+                        headers={"Content-Type": CONTENT_TYPE_METRICS})  # fmt: skip
+
+
+async def probe_handler(request: web.Request) -> web.Response:
+    exporter = request.app[EXPORTER_KEY]
+    limiter = request.app[LIMITER_KEY]
+    config = exporter.config
+    settings = config.http.probe
+    try:
+        target, spec = await select_probe(config, request.query.get("target", ""),
+                                          request.query.get("probe", ""))  # fmt: skip
+    except ProbeRequestError as exc:
+        return web.Response(status=exc.status, text=f"{exc}\n")
+    client = request.remote or "unknown"
+    refusal = limiter.try_acquire(client, settings.max_concurrency, settings.max_per_client)
+    if refusal is not None:
+        return web.Response(status=429, text=f"{refusal}\n")
+    try:
+        timeout_param = request.headers.get("X-Prometheus-Scrape-Timeout-Seconds")
+        if timeout_param:
+            try:
+                # Answer before Prometheus gives up on the scrape.
+                budget = max(0.1, float(timeout_param) - 0.5)
+                spec = dataclasses.replace(spec, timeout=min(spec.timeout, budget))
+            except ValueError:
+                pass
+        result = await exporter.run_probe(target, spec)
+    finally:
+        limiter.release(client)
+    single = MetricsState()
+    single.sync(dataclasses.replace(config, targets=(target,)), [(target, spec)])
+    single.record(target.name, spec.name, result)
+    return web.Response(body=single.render(include_self=False).encode(),
+                        headers={"Content-Type": CONTENT_TYPE_METRICS})  # fmt: skip
+
+
+async def healthy_handler(_: web.Request) -> web.Response:
+    return web.Response(text="OK\n")
+
+
+async def ready_handler(request: web.Request) -> web.Response:
+    if request.app[EXPORTER_KEY].ready:
+        return web.Response(text="Ready\n")
+    return web.Response(status=503, text="Not ready\n")
+
+
+async def reload_handler(request: web.Request) -> web.Response:
+    result = request.app[EXPORTER_KEY].reload()
+    if result.ok:
+        return web.Response(text="Reloaded\n")
+    return web.Response(status=500, text=f"reload failed, last good config kept: "
+                        f"{result.message}\n")  # fmt: skip
+
+
+async def status_handler(request: web.Request) -> web.Response:
+    exporter = request.app[EXPORTER_KEY]
+    page = render_status_page(exporter.state.pairs.values(),
+                              reload_ok=exporter.last_reload_error is None,
+                              reload_error=exporter.last_reload_error)  # fmt: skip
+    return web.Response(text=page, content_type="text/html")
+
+
+def build_app(exporter: Exporter,
+              middlewares: tuple[Callable[..., Awaitable[web.StreamResponse]], ...] = ()
+              ) -> web.Application:  # fmt: skip
+    app = web.Application(middlewares=list(middlewares))
+    app[EXPORTER_KEY] = exporter
+    app[LIMITER_KEY] = ProbeLimiter()
+    app.router.add_get("/", status_handler)
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/probe", probe_handler)
+    app.router.add_get("/-/healthy", healthy_handler)
+    app.router.add_get("/-/ready", ready_handler)
+    app.router.add_post("/-/reload", reload_handler)
+    app.router.add_put("/-/reload", reload_handler)
+    return app

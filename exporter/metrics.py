@@ -1,0 +1,444 @@
+"""The metric contract: every dnsgap metric name, type, help text and label set.
+
+Probes update :class:`MetricsState` in O(1) per result; nothing is rendered
+then. At scrape time :meth:`MetricsState.render` writes the exposition text
+from pre-rendered label strings (the fast path), and :class:`GapCollector`
+yields the same families through prometheus_client's Collector protocol for
+anyone who wants them in a registry. A scrape never races a probe: both run
+on the one event loop.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client.metrics_core import Metric
+
+from exporter import __version__
+from exporter.causes import Cause, possible_gap_causes
+from exporter.config import Config, ProbeSpec, Target
+from exporter.kinds import ProbeKind
+from exporter.probes import ProbeResult
+
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0)  # fmt: skip
+LATENESS_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+#: (name, type, help) of every metric, in exposition order. The README's metric
+#: table is checked against this and against a live /metrics.
+METRICS: tuple[tuple[str, str, str], ...] = (
+    ("dnsgap_probe_responses_total", "counter",
+     "Probe outcomes by response code (none: no DNS reply) and support-gap cause."),
+    ("dnsgap_support_gap", "gauge",
+     "1 while the latest outcome of the probe shows this support-gap cause, else 0."),
+    ("dnsgap_probe_last_rcode", "gauge",
+     "Response code of the latest outcome (-1: no DNS reply)."),
+    ("dnsgap_probe_success", "gauge",
+     "1 if the latest outcome met the probe's expectation, else 0."),
+    ("dnsgap_probe_duration_seconds", "histogram", "Duration of probe exchanges."),
+    ("dnsgap_probe_last_run_timestamp_seconds", "gauge",
+     "Unix time the probe last completed."),
+    ("dnsgap_gap_changes_total", "counter",
+     "Times the probe's support-gap cause changed from one outcome to the next."),
+    ("dnsgap_probe_info", "gauge", "What a probe sends, as labels; always 1."),
+    ("dnsgap_dso_session_established", "gauge",
+     "1 if the latest DSO exchange with the target established a session (RFC 8490)."),
+    ("dnsgap_dso_inactivity_timeout_seconds", "gauge",
+     "Inactivity timeout the server granted in its Keepalive TLV."),
+    ("dnsgap_dso_keepalive_interval_seconds", "gauge",
+     "Keepalive interval the server granted in its Keepalive TLV."),
+    ("dnsgap_dso_retry_delay_seconds", "gauge",
+     "Latest Retry Delay the server sent (0: none)."),
+    ("dnsgap_dso_sessions_closed_total", "counter", "DSO sessions that ended, by reason."),
+    ("dnsgap_dso_push_notifications_total", "counter",
+     "DNS Push (RFC 8765) PUSH messages received."),
+    ("dnsgap_fallback_total", "counter",
+     "Traditional fallback operations run because DSO (or IXFR) was not available, by result."),
+    ("dnsgap_fallback_active", "gauge",
+     "1 while the probe's preferred operation is unavailable and its fallback is in use."),
+    ("dnsgap_build_info", "gauge", "dnsgap build information; always 1."),
+    ("dnsgap_config_reload_success", "gauge", "1 if the latest config (re)load succeeded."),
+    ("dnsgap_config_last_reload_success_timestamp_seconds", "gauge",
+     "Unix time of the latest successful config load."),
+    ("dnsgap_config_reloads_total", "counter", "Config (re)loads, by result."),
+    ("dnsgap_scheduler_lateness_seconds", "histogram",
+     "How late scheduled probes started relative to their due time."),
+    ("dnsgap_probes_in_flight", "gauge", "Probes currently running."),
+    ("dnsgap_probes_skipped_total", "counter",
+     "Scheduled probe runs skipped, by reason (overlap: previous run still going)."),
+)  # fmt: skip
+
+_TYPES = {name: kind for name, kind, _ in METRICS}
+
+
+def escape_label_value(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def render_labels(pairs: Iterable[tuple[str, str]]) -> str:
+    return ",".join(f'{name}="{escape_label_value(value)}"' for name, value in pairs)
+
+
+def _fmt(value: float) -> str:
+    if value == math.inf:
+        return "+Inf"
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+@dataclass(slots=True)
+class Histogram:
+    buckets: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.counts:
+            self.counts = [0] * len(self.buckets)
+
+    def observe(self, value: float) -> None:
+        self.total += value
+        self.count += 1
+        for index, bound in enumerate(self.buckets):
+            if value <= bound:
+                self.counts[index] += 1
+                break
+
+    def cumulative(self) -> Iterator[tuple[str, int]]:
+        running = 0
+        for bound, count in zip(self.buckets, self.counts, strict=True):
+            running += count
+            yield _fmt(bound), running
+        yield "+Inf", self.count
+
+
+def probe_info_labels(target: Target, spec: ProbeSpec) -> tuple[tuple[str, str], ...]:
+    from exporter.config import Transport
+
+    opcode = {ProbeKind.OPCODE: spec.opcode, ProbeKind.UPDATE: 5, ProbeKind.NOTIFY: 4}.get(
+        spec.kind, 6 if spec.kind.is_dso else 0
+    )
+    server = f"[{target.host}]:{target.port}" if ":" in target.host else (
+        f"{target.host}:{target.port}")  # fmt: skip
+    qtype = "" if spec.kind.is_dso else str(spec.qtype)
+    if spec.kind is ProbeKind.IXFR:
+        qtype = "251"
+    elif spec.kind is ProbeKind.AXFR:
+        qtype = "252"
+    transport = spec.transport.value if isinstance(spec.transport, Transport) else spec.transport
+    return (("target", target.name), ("probe", spec.name), ("server", server),
+            ("kind", spec.kind.value), ("transport", transport), ("opcode", str(opcode)),
+            ("qtype", _qtype_text(qtype)))  # fmt: skip
+
+
+def _qtype_text(qtype: str) -> str:
+    if not qtype:
+        return ""
+    import dns.rdatatype
+
+    return dns.rdatatype.to_text(dns.rdatatype.RdataType.make(int(qtype)))
+
+
+@dataclass(slots=True)
+class PairState:
+    """Everything exported for one (target, probe) pair."""
+
+    target: str
+    probe: str
+    kind: ProbeKind
+    spec: ProbeSpec
+    key: str  # pre-rendered 'target="..",probe=".."'
+    info: str  # pre-rendered probe_info labels
+    responses: dict[tuple[str, str], int] = field(default_factory=dict)
+    cause: Cause | None = None
+    since: float | None = None
+    last_rcode: int = -1
+    success: int | None = None
+    last_run: float | None = None
+    gap_changes: int = 0
+    duration: Histogram | None = None
+    push_notifications: int = 0
+    fallback: dict[str, int] = field(default_factory=dict)
+    fallback_active: int = 0
+    last_result: ProbeResult | None = None
+
+    def seed(self, with_histogram: bool) -> None:
+        for cause in possible_gap_causes(self.kind):
+            self.responses.setdefault((_cause_rcode(cause), cause.value), 0)
+        if with_histogram and self.duration is None:
+            self.duration = Histogram(DURATION_BUCKETS)
+        if not with_histogram:
+            self.duration = None
+
+
+def _cause_rcode(cause: Cause) -> str:
+    """The rcode label a gap cause's pre-created series carries."""
+    return {
+        Cause.NOT_IMPLEMENTED: "NOTIMP", Cause.DSO_NOT_IMPLEMENTED: "NOTIMP",
+        Cause.DSO_TYPE_NOT_IMPLEMENTED: "DSOTYPENI", Cause.REFUSED: "REFUSED",
+        Cause.NOT_AUTHORIZED: "NOTAUTH", Cause.FORMAT_ERROR: "FORMERR",
+        Cause.SERVER_FAILURE: "SERVFAIL", Cause.BAD_VERSION: "BADVERS",
+    }.get(cause, "none")  # fmt: skip
+
+
+@dataclass(slots=True)
+class DsoTargetState:
+    established: int = 0
+    inactivity_timeout: float | None = None
+    keepalive_interval: float | None = None
+    retry_delay: float = 0.0
+    closed: dict[str, int] = field(default_factory=dict)
+
+
+class MetricsState:
+    """The exporter's metric state; updated by probes, rendered at scrape time."""
+
+    def __init__(self) -> None:
+        self.pairs: dict[tuple[str, str], PairState] = {}
+        self.dso: dict[str, DsoTargetState] = {}
+        self.duration_histogram = True
+        self.reload_success = 0
+        self.reload_timestamp = 0.0
+        self.reloads: dict[str, int] = {"success": 0, "failure": 0}
+        self.lateness = Histogram(LATENESS_BUCKETS)
+        self.in_flight = 0
+        self.skipped: dict[str, int] = {"overlap": 0, "shutdown": 0}
+        self.build_labels = render_labels(
+            (("version", __version__), ("python", platform.python_version()))
+        )
+
+    # -- configuration ---------------------------------------------------------------
+
+    def sync(self, config: Config, pairs: Iterable[tuple[Target, ProbeSpec]]) -> None:
+        """Adopt a config: keep the state of unchanged pairs, add new ones, and drop the
+        series of pairs that are gone (no stale series)."""
+        self.duration_histogram = config.scheduler.duration_histogram
+        wanted: dict[tuple[str, str], tuple[Target, ProbeSpec]] = {
+            (target.name, spec.name): (target, spec) for target, spec in pairs
+        }
+        for key in [key for key in self.pairs if key not in wanted]:
+            del self.pairs[key]
+        targets_with_dso = set()
+        for key, (target, spec) in wanted.items():
+            info = render_labels(probe_info_labels(target, spec))
+            state = self.pairs.get(key)
+            if state is None or state.kind is not spec.kind or state.info != info:
+                state = PairState(target.name, spec.name, spec.kind, spec,
+                                  render_labels((("target", target.name),
+                                                 ("probe", spec.name))), info)  # fmt: skip
+                self.pairs[key] = state
+            state.spec = spec
+            state.seed(self.duration_histogram)
+            if spec.kind.is_dso:
+                targets_with_dso.add(target.name)
+        for name in [name for name in self.dso if name not in targets_with_dso]:
+            del self.dso[name]
+        for name in targets_with_dso:
+            self.dso.setdefault(name, DsoTargetState())
+
+    def record_reload(self, ok: bool, now: float | None = None) -> None:
+        self.reload_success = int(ok)
+        self.reloads["success" if ok else "failure"] += 1
+        if ok:
+            self.reload_timestamp = time.time() if now is None else now
+
+    # -- probe results ---------------------------------------------------------------
+
+    def record(self, target: str, probe: str, result: ProbeResult) -> None:
+        """O(1) update from one probe result."""
+        state = self.pairs.get((target, probe))
+        if state is None:
+            return  # the pair was removed by a reload while the probe ran
+        key = (result.rcode_label, result.cause.value)
+        state.responses[key] = state.responses.get(key, 0) + 1
+        if state.cause is not None and state.cause is not result.cause:
+            state.gap_changes += 1
+        if state.cause is not result.cause:
+            state.since = result.started_at
+        state.cause = result.cause
+        rcode = result.outcome.rcode
+        state.last_rcode = -1 if rcode is None else rcode
+        state.success = int(result.success)
+        state.last_run = result.started_at + result.duration
+        if state.duration is not None:
+            state.duration.observe(result.duration)
+        state.last_result = result
+        dso = result.outcome.dso
+        if dso is not None:
+            state.push_notifications += dso.push_notifications
+            self._record_dso(target, dso)
+        if result.fallback is not None:
+            outcome = "success" if result.fallback.ok else "failure"
+            state.fallback[outcome] = state.fallback.get(outcome, 0) + 1
+            state.fallback_active = 1
+        elif state.spec.fallback is not None:
+            state.fallback_active = 0
+
+    def _record_dso(self, target: str, dso: object) -> None:
+        from exporter.outcome import DsoFacts
+
+        assert isinstance(dso, DsoFacts)
+        state = self.dso.setdefault(target, DsoTargetState())
+        state.established = int(dso.session_established)
+        if dso.inactivity_timeout is not None:
+            state.inactivity_timeout = dso.inactivity_timeout
+        if dso.keepalive_interval is not None:
+            state.keepalive_interval = dso.keepalive_interval
+        if dso.retry_delay is not None:
+            state.retry_delay = dso.retry_delay
+        if dso.closed_reason:
+            self.record_session_closed(target, dso.closed_reason)
+
+    def record_session_closed(self, target: str, reason: str) -> None:
+        state = self.dso.setdefault(target, DsoTargetState())
+        state.closed[reason] = state.closed.get(reason, 0) + 1
+
+    # -- exposition ------------------------------------------------------------------
+
+    def render(self, *, include_self: bool = True) -> str:
+        """Prometheus text exposition (version 0.0.4) of the whole state.
+
+        ``include_self=False`` leaves out the exporter's own metrics (for /probe,
+        which returns only the metrics of that one probe)."""
+        out: list[str] = []
+        for name, kind, help_text in METRICS:
+            if not include_self and name in _SELF:
+                continue
+            lines = list(self._samples(name))
+            if not lines and _TYPES[name] != "counter" and name not in _ALWAYS:
+                continue
+            out.append(f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n")
+            out.extend(lines)
+        return "".join(out)
+
+    def _samples(self, name: str) -> Iterator[str]:
+        pairs = self.pairs.values()
+        if name == "dnsgap_probe_responses_total":
+            for s in pairs:
+                for (rcode, cause), count in s.responses.items():
+                    yield f'{name}{{{s.key},rcode="{rcode}",cause="{cause}"}} {count}\n'
+        elif name == "dnsgap_support_gap":
+            for s in pairs:
+                for cause in _gap_causes(s):
+                    value = 1 if s.cause is not None and s.cause.value == cause else 0
+                    yield f'{name}{{{s.key},cause="{cause}"}} {value}\n'
+        elif name == "dnsgap_probe_last_rcode":
+            for s in pairs:
+                yield f"{name}{{{s.key}}} {s.last_rcode}\n"
+        elif name == "dnsgap_probe_success":
+            for s in pairs:
+                if s.success is not None:
+                    yield f"{name}{{{s.key}}} {s.success}\n"
+        elif name == "dnsgap_probe_duration_seconds":
+            for s in pairs:
+                if s.duration is not None:
+                    yield from _histogram_lines(name, s.key, s.duration)
+        elif name == "dnsgap_probe_last_run_timestamp_seconds":
+            for s in pairs:
+                if s.last_run is not None:
+                    yield f"{name}{{{s.key}}} {s.last_run:.3f}\n"
+        elif name == "dnsgap_gap_changes_total":
+            for s in pairs:
+                yield f"{name}{{{s.key}}} {s.gap_changes}\n"
+        elif name == "dnsgap_probe_info":
+            for s in pairs:
+                yield f"{name}{{{s.info}}} 1\n"
+        elif name.startswith("dnsgap_dso_"):
+            yield from self._dso_samples(name)
+        elif name == "dnsgap_fallback_total":
+            for s in pairs:
+                if s.spec.fallback is not None:
+                    for result in ("success", "failure"):
+                        yield (f'{name}{{{s.key},result="{result}"}} '
+                               f"{s.fallback.get(result, 0)}\n")  # fmt: skip
+        elif name == "dnsgap_fallback_active":
+            for s in pairs:
+                if s.spec.fallback is not None:
+                    yield f"{name}{{{s.key}}} {s.fallback_active}\n"
+        else:
+            yield from self._self_samples(name)
+
+    def _dso_samples(self, name: str) -> Iterator[str]:
+        if name == "dnsgap_dso_push_notifications_total":
+            for s in self.pairs.values():
+                if s.kind is ProbeKind.DSO_PUSH_SUBSCRIBE:
+                    yield f"{name}{{{s.key}}} {s.push_notifications}\n"
+            return
+        for target, d in self.dso.items():
+            labels = f'target="{escape_label_value(target)}"'
+            if name == "dnsgap_dso_session_established":
+                yield f"{name}{{{labels}}} {d.established}\n"
+            elif name == "dnsgap_dso_inactivity_timeout_seconds":
+                if d.inactivity_timeout is not None:
+                    yield f"{name}{{{labels}}} {_fmt(d.inactivity_timeout)}\n"
+            elif name == "dnsgap_dso_keepalive_interval_seconds":
+                if d.keepalive_interval is not None:
+                    yield f"{name}{{{labels}}} {_fmt(d.keepalive_interval)}\n"
+            elif name == "dnsgap_dso_retry_delay_seconds":
+                yield f"{name}{{{labels}}} {_fmt(d.retry_delay)}\n"
+            elif name == "dnsgap_dso_sessions_closed_total":
+                for reason, count in sorted(d.closed.items()):
+                    yield f'{name}{{{labels},reason="{escape_label_value(reason)}"}} {count}\n'
+
+    def _self_samples(self, name: str) -> Iterator[str]:
+        if name == "dnsgap_build_info":
+            yield f"{name}{{{self.build_labels}}} 1\n"
+        elif name == "dnsgap_config_reload_success":
+            yield f"{name} {self.reload_success}\n"
+        elif name == "dnsgap_config_last_reload_success_timestamp_seconds":
+            yield f"{name} {self.reload_timestamp:.3f}\n"
+        elif name == "dnsgap_config_reloads_total":
+            for result, count in self.reloads.items():
+                yield f'{name}{{result="{result}"}} {count}\n'
+        elif name == "dnsgap_scheduler_lateness_seconds":
+            yield from _histogram_lines(name, "", self.lateness)
+        elif name == "dnsgap_probes_in_flight":
+            yield f"{name} {self.in_flight}\n"
+        elif name == "dnsgap_probes_skipped_total":
+            for reason, count in self.skipped.items():
+                yield f'{name}{{reason="{reason}"}} {count}\n'
+
+
+_ALWAYS = frozenset({"dnsgap_build_info", "dnsgap_probes_in_flight"})
+_SELF = frozenset(name for name, _, _ in METRICS[METRICS.index(
+    next(m for m in METRICS if m[0] == "dnsgap_build_info")):])
+
+
+def _gap_causes(state: PairState) -> Iterator[str]:
+    """The causes a pair's support_gap gauge has series for: the pre-created gap
+    causes plus whatever cause it has seen."""
+    seen = {cause for (_, cause) in state.responses}
+    seen.discard(Cause.NONE.value)
+    yield from sorted(seen)
+
+
+def _histogram_lines(name: str, key: str, hist: Histogram) -> Iterator[str]:
+    sep = "," if key else ""
+    for bound, count in hist.cumulative():
+        yield f'{name}_bucket{{{key}{sep}le="{bound}"}} {count}\n'
+    brace = f"{{{key}}}" if key else ""
+    yield f"{name}_sum{brace} {_fmt(hist.total)}\n"
+    yield f"{name}_count{brace} {hist.count}\n"
+
+
+class GapCollector:
+    """prometheus_client Collector over a :class:`MetricsState` (same families as render)."""
+
+    def __init__(self, state: MetricsState) -> None:
+        self.state = state
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        # One source of truth: the families are parsed from the fast renderer's text,
+        # so the two paths cannot drift apart.
+        yield from text_string_to_metric_families(self.state.render())

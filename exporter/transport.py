@@ -1,0 +1,203 @@
+"""UDP / TCP / TLS exchanges: deadlines, byte caps, typed outcomes.
+
+A transport sends one request and returns either the reply's bytes
+(:class:`Received`) or an :class:`Outcome` saying why there are none. No
+exception that a server can cause escapes from here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import ssl
+import struct
+from dataclasses import dataclass
+
+from exporter.config import TlsSettings
+from exporter.outcome import Outcome, WireEvent
+
+_LENGTH = struct.Struct("!H")
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    wire: bytes
+    #: Datagrams with another message ID that arrived before the matching one.
+    mismatched: int = 0
+
+
+ExchangeResult = Received | Outcome
+
+
+def failure_outcome(exc: BaseException, transport: str, received: int = 0) -> Outcome:
+    """Map a socket-level exception to the outcome it means."""
+    if isinstance(exc, TimeoutError):
+        return Outcome(WireEvent.TIMEOUT, error="timed out", transport=transport,
+                       bytes_received=received)  # fmt: skip
+    if isinstance(exc, ConnectionRefusedError):
+        return Outcome(WireEvent.CONNECTION_REFUSED, error="connection refused",
+                       transport=transport)  # fmt: skip
+    if isinstance(exc, ConnectionResetError | BrokenPipeError):
+        return Outcome(WireEvent.RESET, error="connection reset by peer", transport=transport,
+                       bytes_received=received)  # fmt: skip
+    if isinstance(exc, asyncio.IncompleteReadError):
+        what = "mid-message" if exc.partial or received else "before replying"
+        return Outcome(WireEvent.CLOSED, error=f"connection closed {what}",
+                       transport=transport, bytes_received=received + len(exc.partial))  # fmt: skip
+    if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+        return Outcome(WireEvent.TLS_ERROR, error=f"TLS: {exc}"[:200], transport=transport)
+    if isinstance(exc, OSError) and exc.errno == errno.ECONNREFUSED:
+        return Outcome(WireEvent.CONNECTION_REFUSED, error="connection refused",
+                       transport=transport)  # fmt: skip
+    if isinstance(exc, OSError | EOFError):
+        return Outcome(WireEvent.NETWORK_ERROR, error=f"{type(exc).__name__}: {exc}"[:200],
+                       transport=transport)  # fmt: skip
+    raise exc
+
+
+class _DatagramCollector(asyncio.DatagramProtocol):
+    """Waits for the datagram whose ID matches; counts the others."""
+
+    def __init__(self, msg_id: int) -> None:
+        self.msg_id = msg_id
+        self.mismatched = 0
+        self.last_mismatch: bytes | None = None
+        self.done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        if self.done.done():
+            return
+        if len(data) >= 2 and int.from_bytes(data[:2], "big") == self.msg_id:
+            self.done.set_result(data)
+        else:
+            self.mismatched += 1
+            self.last_mismatch = data
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable surfaces here on a connected socket.
+        if not self.done.done():
+            self.done.set_exception(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc or ConnectionResetError("socket closed"))
+
+
+async def udp_exchange(host: str, port: int, wire: bytes, msg_id: int,
+                       timeout: float) -> ExchangeResult:  # fmt: skip
+    """One datagram out, the matching datagram back (or why not)."""
+    loop = asyncio.get_running_loop()
+    transport: asyncio.DatagramTransport | None = None
+    protocol: _DatagramCollector | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            transport, protocol = await loop.create_datagram_endpoint(
+                lambda: _DatagramCollector(msg_id), remote_addr=(host, port)
+            )
+            transport.sendto(wire)
+            data = await protocol.done
+            return Received(data, protocol.mismatched)
+    except TimeoutError as exc:
+        if protocol is not None and protocol.last_mismatch is not None:
+            # Only replies with other IDs came: the server answered, but not us.
+            return Received(protocol.last_mismatch, protocol.mismatched)
+        return failure_outcome(exc, "udp")
+    except (OSError, EOFError) as exc:
+        return failure_outcome(exc, "udp")
+    finally:
+        if transport is not None:
+            transport.close()
+
+
+def client_ssl_context(settings: TlsSettings) -> ssl.SSLContext:
+    """An RFC 7858 client context: verification on unless the config says otherwise."""
+    context = ssl.create_default_context(cafile=settings.ca_file)
+    if not settings.verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if settings.cert_file:
+        context.load_cert_chain(settings.cert_file, settings.key_file)
+    return context
+
+
+@dataclass(slots=True)
+class StreamSession:
+    """An open TCP/TLS connection with DNS length framing (RFC 1035 §4.2.2)."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    transport_name: str
+    received: int = 0
+
+    async def send(self, wire: bytes) -> None:
+        self.writer.write(_LENGTH.pack(len(wire)) + wire)
+        await self.writer.drain()
+
+    async def read_message(self, max_bytes: int = 65535) -> bytes:
+        """One length-prefixed message; raises on EOF/reset, refuses more than max_bytes."""
+        (length,) = _LENGTH.unpack(await self.reader.readexactly(2))
+        self.received += 2
+        if length > max_bytes:
+            raise _OverCap(length, max_bytes)
+        data = await self.reader.readexactly(length)
+        self.received += length
+        return data
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            async with asyncio.timeout(1.0):
+                await self.writer.wait_closed()
+        except (OSError, TimeoutError, ssl.SSLError):
+            pass  # the peer may already be gone; nothing more to learn
+
+
+class _OverCap(Exception):  # noqa: N818 - private, never escapes this module
+    def __init__(self, length: int, cap: int) -> None:
+        super().__init__(f"message of {length} bytes exceeds the cap of {cap}")
+
+
+async def open_stream(host: str, port: int, transport_name: str,
+                      ssl_context: ssl.SSLContext | None,
+                      server_hostname: str | None) -> StreamSession:  # fmt: skip
+    reader, writer = await asyncio.open_connection(
+        host,
+        port,
+        ssl=ssl_context if transport_name == "tls" else None,
+        server_hostname=(server_hostname or host) if transport_name == "tls" else None,
+        limit=2**16 + 2,
+    )
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return StreamSession(reader, writer, transport_name)
+
+
+async def stream_exchange(host: str, port: int, wire: bytes, timeout: float, *,
+                          transport_name: str = "tcp",
+                          ssl_context: ssl.SSLContext | None = None,
+                          server_hostname: str | None = None,
+                          max_bytes: int = 65535) -> ExchangeResult:  # fmt: skip
+    """Connect, send one message, read the first reply message, close.
+
+    Transfers stop after the first message: it carries the rcode and the first
+    SOA, which is all the classification needs, so a server streaming a huge
+    zone costs at most ``max_bytes``.
+    """
+    session: StreamSession | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            session = await open_stream(host, port, transport_name, ssl_context,
+                                        server_hostname)  # fmt: skip
+            await session.send(wire)
+            return Received(await session.read_message(max_bytes))
+    except _OverCap as exc:
+        received = session.received if session else 0
+        return Outcome(WireEvent.MALFORMED, error=str(exc), transport=transport_name,
+                       bytes_received=received)  # fmt: skip
+    except (OSError, EOFError, TimeoutError, asyncio.IncompleteReadError, ssl.SSLError) as exc:
+        return failure_outcome(exc, transport_name, session.received if session else 0)
+    finally:
+        if session is not None:
+            await session.close()

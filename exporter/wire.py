@@ -1,0 +1,265 @@
+"""Pure request builders and reply readers for the classic (non-DSO) probe kinds.
+
+No sockets here: :func:`build_request` turns a probe into a :class:`WireRequest`
+(bytes plus what a reply must match), and :func:`read_reply` turns reply bytes
+into an :class:`Outcome`. The transports move bytes; this module judges them.
+"""
+
+from __future__ import annotations
+
+import secrets
+import struct
+from dataclasses import dataclass
+
+import dns.edns
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+import dns.tsig
+import dns.tsigkeyring
+import dns.update
+
+from exporter.config import EdnsSettings, ProbeSpec, TsigKey
+from exporter.kinds import ProbeKind
+from exporter.outcome import Outcome, WireEvent
+
+_HEADER = struct.Struct("!HHHHHH")
+_QR = 0x8000
+_TC = 0x0200
+
+# RFC 8945 §4.3: TSIG error values carried in a signed reply.
+_TSIG_ERRORS = {
+    dns.tsig.PeerBadSignature: 16,
+    dns.tsig.PeerBadKey: 17,
+    dns.tsig.PeerBadTime: 18,
+    dns.tsig.PeerBadTruncation: 22,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class WireRequest:
+    """A request ready to send, with what its reply must match."""
+
+    wire: bytes
+    msg_id: int
+    opcode: int
+    #: (name, rdtype, rdclass) of the question, or None for a header-only request.
+    question: tuple[dns.name.Name, int, int] | None
+    #: The dnspython message, when one was built (TSIG needs it to verify replies).
+    message: dns.message.Message | None = None
+    keyring: dict[dns.name.Name, dns.tsig.Key] | None = None
+
+    def with_id(self, msg_id: int) -> WireRequest:
+        """The same request under another message ID (only the first two bytes change).
+
+        Signed requests cannot be re-ID'd: the MAC covers the ID.
+        """
+        if self.keyring is not None:
+            raise ValueError("a TSIG-signed request cannot be re-ID'd")
+        wire = struct.pack("!H", msg_id) + self.wire[2:]
+        return WireRequest(wire, msg_id, self.opcode, self.question)
+
+
+def random_id() -> int:
+    return secrets.randbelow(0xFFFF) + 1
+
+
+def _edns_options(edns: EdnsSettings) -> list[dns.edns.Option]:
+    options: list[dns.edns.Option] = [
+        dns.edns.GenericOption(dns.edns.OptionType.make(code), data)
+        for code, data in edns.options
+    ]
+    if edns.nsid:
+        options.append(dns.edns.GenericOption(dns.edns.OptionType.NSID, b""))
+    return options
+
+
+def _apply_edns(message: dns.message.Message, edns: EdnsSettings) -> None:
+    if not edns.enabled:
+        message.use_edns(False)
+        return
+    flags = edns.flags | (dns.flags.DO if edns.dnssec_ok else 0)
+    message.use_edns(
+        edns.version, ednsflags=flags, payload=edns.payload, options=_edns_options(edns)
+    )
+
+
+def _zone_name(spec: ProbeSpec, target_zone: str) -> dns.name.Name:
+    return dns.name.from_text(spec.zone or target_zone)
+
+
+def _random_owner(zone: dns.name.Name) -> dns.name.Name:
+    # A 24-hex-digit label: no zone has it, so an "RRset exists" prerequisite
+    # on it cannot hold (RFC 2136 §2.4.1) and the UPDATE changes nothing.
+    label = "dnsgap-" + secrets.token_hex(12)
+    return dns.name.Name((label.encode(), *zone.labels))
+
+
+def _keyring(key: TsigKey | None) -> dict[dns.name.Name, dns.tsig.Key] | None:
+    if key is None:
+        return None
+    name = dns.name.from_text(key.name)
+    return {name: dns.tsig.Key(name, key.secret, key.algorithm)}
+
+
+def build_message(spec: ProbeSpec, target_zone: str) -> dns.message.Message:
+    """The dnspython message a classic probe sends (not for DSO kinds)."""
+    kind = spec.kind
+    if kind is ProbeKind.QUERY:
+        message: dns.message.Message = dns.message.make_query(
+            spec.qname, _rdtype(spec.qtype), _rdclass(spec.qclass), use_edns=False
+        )
+        _set_rd(message, spec.recursion_desired)
+        _apply_edns(message, spec.edns)
+        return message
+    zone = _zone_name(spec, target_zone)
+    if kind is ProbeKind.AXFR:
+        message = dns.message.make_query(zone, dns.rdatatype.AXFR, use_edns=False)
+        message.flags = 0
+        return message
+    if kind is ProbeKind.IXFR:
+        message = dns.message.make_query(zone, dns.rdatatype.IXFR, use_edns=False)
+        message.flags = 0
+        # RFC 1995 §3: the client's SOA (with its serial) in the authority section.
+        soa = dns.rrset.from_text(
+            zone, 0, "IN", "SOA", f". . {spec.serial} 0 0 0 0"
+        )
+        message.authority.append(soa)
+        return message
+    if kind is ProbeKind.UPDATE:
+        update = dns.update.UpdateMessage(zone)
+        owner = _random_owner(zone)
+        update.present(owner, dns.rdatatype.TXT)
+        # Deleting an RRset that does not exist is a no-op even if the
+        # prerequisite somehow held: no side effect by construction.
+        update.delete(owner, dns.rdatatype.TXT)
+        return update
+    if kind is ProbeKind.NOTIFY:
+        message = dns.message.make_query(zone, dns.rdatatype.SOA, use_edns=False)
+        message.set_opcode(dns.opcode.NOTIFY)
+        message.flags = dns.flags.AA | (dns.opcode.NOTIFY << 11)
+        return message
+    if kind is ProbeKind.OPCODE:
+        message = dns.message.make_query(spec.qname, _rdtype(spec.qtype),
+                                         _rdclass(spec.qclass), use_edns=False)
+        message.flags = (spec.opcode & 0xF) << 11
+        return message
+    raise ValueError(f"{kind} is not a classic DNS probe kind")
+
+
+def _rdtype(value: int) -> dns.rdatatype.RdataType:
+    return dns.rdatatype.RdataType.make(value)
+
+
+def _rdclass(value: int) -> dns.rdataclass.RdataClass:
+    return dns.rdataclass.RdataClass.make(value)
+
+
+def _set_rd(message: dns.message.Message, rd: bool) -> None:
+    if rd:
+        message.flags |= dns.flags.RD
+    else:
+        message.flags &= ~dns.flags.RD
+
+
+def build_request(spec: ProbeSpec, target_zone: str, msg_id: int | None = None) -> WireRequest:
+    """Bytes and match criteria for a classic probe."""
+    message = build_message(spec, target_zone)
+    message.id = msg_id if msg_id is not None else random_id()
+    keyring = _keyring(spec.tsig_key)
+    if keyring is not None and spec.tsig_key is not None:
+        name = next(iter(keyring))
+        message.use_tsig(keyring, keyname=name)
+    wire = message.to_wire()
+    question = None
+    if message.question:
+        rrset = message.question[0]
+        question = (rrset.name, int(rrset.rdtype), int(rrset.rdclass))
+    opcode = (message.flags >> 11) & 0xF
+    return WireRequest(wire, message.id, opcode, question, message, keyring)
+
+
+def header_fields(wire: bytes) -> tuple[int, int, int, int] | None:
+    """(id, flags, qdcount, opcode) of a wire message, or None if shorter than a header."""
+    if len(wire) < _HEADER.size:
+        return None
+    msg_id, flags, qdcount, _, _, _ = _HEADER.unpack_from(wire)
+    return msg_id, flags, qdcount, (flags >> 11) & 0xF
+
+
+def is_truncated(wire: bytes) -> bool:
+    fields = header_fields(wire)
+    return fields is not None and bool(fields[1] & _TC)
+
+
+def id_matches(request: WireRequest, wire: bytes) -> bool:
+    fields = header_fields(wire)
+    return fields is not None and fields[0] == request.msg_id
+
+
+def read_reply(
+    request: WireRequest, wire: bytes, transport: str, *, first_of_transfer: bool = False
+) -> Outcome:
+    """Judge one reply message against the request it answers."""
+    fields = header_fields(wire)
+    size = len(wire)
+    if fields is None:
+        return Outcome(WireEvent.MALFORMED, error=f"reply of {size} bytes is shorter than a "
+                       "DNS header", transport=transport, bytes_received=size)  # fmt: skip
+    msg_id, flags, _, opcode = fields
+    raw_rcode = flags & 0xF
+    if msg_id != request.msg_id:
+        return Outcome(WireEvent.MISMATCHED, raw_rcode, f"reply ID {msg_id} != request ID "
+                       f"{request.msg_id}", transport, opcode, bytes_received=size)  # fmt: skip
+    if not flags & _QR:
+        return Outcome(WireEvent.MISMATCHED, None, "reply has QR=0: the request came back "
+                       "unanswered", transport, opcode, bytes_received=size)  # fmt: skip
+    if opcode != request.opcode:
+        error = f"reply opcode {opcode} != request opcode {request.opcode}"
+        return Outcome(WireEvent.MISMATCHED, raw_rcode, error, transport, opcode,
+                       bytes_received=size)
+    try:
+        message = dns.message.from_wire(
+            wire,
+            keyring=request.keyring,
+            request_mac=request.message.mac if request.keyring and request.message else b"",
+            xfr=first_of_transfer,
+            multi=first_of_transfer,
+            one_rr_per_rrset=first_of_transfer,
+            ignore_trailing=False,
+        )
+    except tuple(_TSIG_ERRORS) as exc:
+        tsig_error = _TSIG_ERRORS[type(exc)]
+        return Outcome(WireEvent.REPLY, raw_rcode, f"TSIG: {exc}", transport,
+                       tsig_error=tsig_error, bytes_received=size)  # fmt: skip
+    except dns.message.UnknownTSIGKey as exc:
+        return Outcome(WireEvent.REPLY, raw_rcode, f"TSIG: {exc}", transport,
+                       tsig_error=17, bytes_received=size)  # fmt: skip
+    except (dns.exception.DNSException, ValueError, KeyError, IndexError, UnicodeError) as exc:
+        # dnspython raises several exception types on hostile input (a bad
+        # rdata can surface as ValueError); any of them means "not DNS".
+        return Outcome(WireEvent.MALFORMED, raw_rcode, f"unparsable reply: {exc!r}"[:200],
+                       transport, opcode, bytes_received=size)  # fmt: skip
+    if request.question is not None and message.question:
+        asked = request.question
+        got = message.question[0]
+        if (got.name, int(got.rdtype), int(got.rdclass)) != asked:
+            return Outcome(WireEvent.MISMATCHED, message.rcode(),
+                           f"reply question {got.name} {got.rdtype} differs from request",
+                           transport, opcode, bytes_received=size)  # fmt: skip
+    details: dict[str, object] = {
+        "flags": dns.flags.to_text(message.flags),
+        "answers": sum(len(rrset) for rrset in message.answer),
+    }
+    if message.edns >= 0:
+        details["edns_version"] = message.edns
+        if message.ednsflags & 0x7FFF:
+            details["edns_flags_echoed"] = message.ednsflags & 0x7FFF
+    return Outcome(WireEvent.REPLY, message.rcode(), None, transport, opcode,
+                   bytes_received=size, details=details)  # fmt: skip
