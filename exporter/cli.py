@@ -280,6 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    # APScheduler narrates every job run at INFO: noise next to our own logs.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     if args.command == "check-config":
         return _check_config_command(args.file)
     if args.command == "probe":

@@ -208,7 +208,7 @@ class MetricsState:
         self.reloads: dict[str, int] = {"success": 0, "failure": 0}
         self.lateness = Histogram(LATENESS_BUCKETS)
         self.in_flight = 0
-        self.skipped: dict[str, int] = {"overlap": 0, "shutdown": 0}
+        self.skipped: dict[str, int] = {"overlap": 0}
         self.build_labels = render_labels(
             (("version", __version__), ("python", platform.python_version()))
         )

@@ -1,0 +1,146 @@
+"""``dnsgap demo``: reference servers with known gaps, probed by the real exporter.
+
+Everything runs in one process on loopback, so a fresh machine shows real
+NOTIMP, REFUSED, silence, DSOTYPENI and "no DSO" series within seconds,
+without any outside server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+from exporter import refserver
+from exporter.config import Config, parse_config
+from exporter.refserver import RunningServer, ServerBehaviour
+
+#: The demo's servers: name -> (how it behaves, what an operator should see).
+DEMO_SERVERS: dict[str, tuple[ServerBehaviour, str]] = {
+    "demo-auth": (
+        ServerBehaviour(update="notimp", ixfr="notimp", axfr="refused",
+                        unknown_opcode="drop", dso="none"),  # fmt: skip
+        "authoritative with gaps: NOTIMP for UPDATE and IXFR, REFUSED for AXFR, "
+        "silence for unassigned opcodes, no DSO",
+    ),
+    "demo-dso-push": (
+        ServerBehaviour(dso="full", inactivity_timeout_ms=30_000,
+                        keepalive_interval_ms=20_000),  # fmt: skip
+        "speaks DSO and DNS Push",
+    ),
+    "demo-dso-nopush": (
+        ServerBehaviour(dso="no_push"),
+        "speaks DSO, but DSOTYPENI for DNS Push SUBSCRIBE",
+    ),
+    "demo-no-dso": (
+        ServerBehaviour(dso="none"),
+        "does not speak DSO at all (NOTIMP to DSO)",
+    ),
+    "demo-dso-busy": (
+        ServerBehaviour(dso="full", retry_delay_ms=30_000, retry_grace=1.0),
+        "speaks DSO but is busy: sends Retry Delay after the Keepalive",
+    ),
+}
+
+_DEMO_CONFIG = """\
+# The demo's config: the same format as any dnsgap config file.
+scheduler:
+  max_concurrency: 64
+defaults:
+  interval: 10s
+  timeout: 1s
+targets:
+  - name: demo-auth
+    server: "127.0.0.1:{demo-auth}"
+    zone: demo.example.
+    labels: {{role: authoritative}}
+    survey: authoritative
+    probes:
+      - name: ixfr_or_axfr
+        kind: ixfr
+        fallback: {{kind: axfr}}
+  - name: demo-dso-push
+    server: "127.0.0.1:{demo-dso-push}"
+    zone: demo.example.
+    probes:
+      - {{name: dso_keepalive, kind: dso_keepalive}}
+      - {{name: dso_tlv, kind: dso_tlv}}
+      - name: dso_push
+        kind: dso_push_subscribe
+        dso: {{push_name: www.demo.example., push_type: A, push_wait: 1.5s}}
+  - name: demo-dso-nopush
+    server: "127.0.0.1:{demo-dso-nopush}"
+    zone: demo.example.
+    probes:
+      - {{name: dso_keepalive, kind: dso_keepalive}}
+      - name: dso_push
+        kind: dso_push_subscribe
+        dso: {{push_name: www.demo.example., push_type: A}}
+        fallback: {{kind: query}}
+  - name: demo-no-dso
+    server: "127.0.0.1:{demo-no-dso}"
+    zone: demo.example.
+    probes:
+      - name: dso_keepalive
+        kind: dso_keepalive
+        fallback: {{kind: query, qname: demo.example., qtype: SOA}}
+      - {{name: soa, kind: query, qname: demo.example., qtype: SOA}}
+  - name: demo-dso-busy
+    server: "127.0.0.1:{demo-dso-busy}"
+    zone: demo.example.
+    probes:
+      - {{name: dso_keepalive, kind: dso_keepalive}}
+"""
+
+
+@dataclass(slots=True)
+class DemoServers:
+    servers: dict[str, RunningServer]
+
+    async def close(self) -> None:
+        for server in self.servers.values():
+            await server.close()
+
+
+async def start_demo_servers() -> DemoServers:
+    servers = {}
+    for name, (behaviour, _) in DEMO_SERVERS.items():
+        servers[name] = await refserver.start(behaviour)
+    return DemoServers(servers)
+
+
+def demo_config(servers: DemoServers, listen: str) -> Config:
+    text = _DEMO_CONFIG.format_map({name: s.port for name, s in servers.servers.items()})
+    text = f'http:\n  listen: "{listen}"\n' + text
+    return parse_config(text, "<dnsgap demo>")
+
+
+async def _keep_pushing(server: RunningServer) -> None:
+    """Change a record now and then so DNS Push has something to push."""
+    counter = 0
+    while True:
+        await asyncio.sleep(0.5)
+        counter += 1
+        await server.change_rrset("www.demo.example.", "A", [f"192.0.2.{10 + counter % 200}"])
+
+
+async def run_demo(listen: str) -> None:
+    from exporter.cli import serve
+    from exporter.sharding import Shard
+
+    servers = await start_demo_servers()
+    pusher = asyncio.get_running_loop().create_task(
+        _keep_pushing(servers.servers["demo-dso-push"]))  # fmt: skip
+    try:
+        for name, (_, what) in DEMO_SERVERS.items():
+            port = servers.servers[name].port
+            print(f"dnsgap demo: {name:16} 127.0.0.1:{port:<5} {what}", flush=True)
+        config = demo_config(servers, listen)
+        await serve(config, None, listen, Shard(0, 1),
+                    ready_message="dnsgap demo: probes run every 10 s; the first NOTIMP "
+                    "and DSOTYPENI series appear within seconds. Ctrl-C stops.")  # fmt: skip
+    finally:
+        pusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pusher
+        await servers.close()
