@@ -499,7 +499,7 @@ class _Ctx:
             return None
 
     def mapping(
-        self, node: yaml.Node, key: str, allowed: Sequence[str] | None
+        self, node: yaml.Node, key: str, allowed: Sequence[str] | None, *, extensions: bool = False
     ) -> dict[str, _Src] | None:
         """A mapping's entries by key; unknown keys reported with a suggestion.
 
@@ -521,6 +521,8 @@ class _Ctx:
             sub = f"{key}.{name}" if key else name
             if name in out:
                 self.fail(knode, sub, "expected each key once (got a duplicate)")
+            elif extensions and name.startswith("x-"):
+                continue  # a home for YAML anchors, as in docker-compose files
             elif allowed is not None and name not in allowed:
                 self.fail(knode, sub, _unknown_key(name, allowed))
             else:
@@ -710,8 +712,10 @@ def _expect(ctx: _Ctx, node: yaml.Node) -> frozenset[str]:
         text = value.strip()
         name = text.upper() if text.upper() in RCODE_NAMES.values() else text.lower()
         if name not in _EXPECT_NAMES and not _RCODE_N_RE.fullmatch(name.upper()):
-            close = difflib.get_close_matches(name, sorted(_EXPECT_NAMES), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            # Upper case looks like an rcode mnemonic, lower case like a cause.
+            family = RCODE_NAMES.values() if text.isupper() else [c.value for c in Cause]
+            close = difflib.get_close_matches(text, sorted(family), n=1)
+            hint = f"; did you mean {close[0]!r} for {text!r}?" if close else f", not {text!r}"
             raise _WantError(f"rcode names (NOERROR) or cause names (none, not_implemented){hint}")
         out.add(name.upper() if _RCODE_N_RE.fullmatch(name.upper()) else name)
     if not out:
@@ -761,13 +765,14 @@ def _build_config(ctx: _Ctx, root: yaml.Node | None) -> Config | None:
     if root is None:
         ctx.fail(None, "(top)", "expected a mapping with `targets:` (got an empty file)")
         return None
-    top = ctx.mapping(root, "", _TOP_KEYS)
+    top = ctx.mapping(root, "", _TOP_KEYS, extensions=True)
     if top is None:
         return None
     keys = _tsig_keys(ctx, top["tsig_keys"]) if "tsig_keys" in top else {}
     defaults: _Layer = {}
     if "defaults" in top:
         defaults = _layer(ctx, top["defaults"], _DEFAULTS_KEYS) or {}
+        _check_defaults(ctx, defaults, keys)
     templates: dict[str, tuple[_Layer, ProbeSpec | None]] = {}
     if "probes" in top:
         templates = _templates(ctx, top["probes"], defaults, keys)
@@ -1042,23 +1047,45 @@ def _build_probe(
             src = merged[key]
             ctx.fail(src.node, src.key, f"expected only for kinds {kinds} (got kind {kind.value})")
 
-    values = _fields(ctx, merged, "", _PROBE_FIELDS)
-    edns = EdnsSettings(**_fields(ctx, merged, "edns.", _EDNS_FIELDS))
-    if "edns.options" in merged:
-        edns = replace(edns, options=_edns_options(ctx, merged["edns.options"]))
-    dso = DsoSettings(**_fields(ctx, merged, "dso.", _DSO_FIELDS))
+    values = _probe_values(ctx, merged, keys)
     values["transport"] = _probe_transport(ctx, kind, merged, explicit)
-    if "tsig_key" in merged:
-        values["tsig_key"] = _tsig_ref(ctx, merged["tsig_key"], keys)
-    if "fallback" in merged:
-        values["fallback"] = _fallback(ctx, merged["fallback"])
     if len(ctx.errors) > errors_before:
         return None
-    spec = ProbeSpec(name=name, kind=kind, edns=edns, dso=dso, **values)
+    spec = ProbeSpec(name=name, kind=kind, **values)
     if "expect" not in merged:
         spec = replace(spec, expect=default_expect(spec))
     _check_probe(ctx, spec, merged, where)
     return spec if len(ctx.errors) == errors_before else None
+
+
+def _probe_values(ctx: _Ctx, merged: _Layer, keys: Mapping[str, TsigKey]) -> dict[str, Any]:
+    """ProbeSpec keyword arguments from merged layers (all but name, kind, transport)."""
+    values = _fields(ctx, merged, "", _PROBE_FIELDS)
+    edns = EdnsSettings(**_fields(ctx, merged, "edns.", _EDNS_FIELDS))
+    if "edns.options" in merged:
+        edns = replace(edns, options=_edns_options(ctx, merged["edns.options"]))
+    values["edns"] = edns
+    values["dso"] = DsoSettings(**_fields(ctx, merged, "dso.", _DSO_FIELDS))
+    if "tsig_key" in merged:
+        values["tsig_key"] = _tsig_ref(ctx, merged["tsig_key"], keys)
+    if "fallback" in merged:
+        values["fallback"] = _fallback(ctx, merged["fallback"])
+    return values
+
+
+def _check_defaults(ctx: _Ctx, defaults: _Layer, keys: Mapping[str, TsigKey]) -> None:
+    """Report bad defaults even when no probe uses them (errors are de-duplicated)."""
+    values = _probe_values(ctx, defaults, keys)
+    if "transport" in defaults:
+        ctx.get(defaults["transport"], _transport)
+    timeout, interval = values.get("timeout"), values.get("interval")
+    if timeout is not None and interval is not None and timeout > interval:
+        src = defaults["timeout"]
+        ctx.fail(
+            src.node,
+            src.key,
+            f"expected timeout <= interval (got timeout {timeout:g}s, interval {interval:g}s)",
+        )
 
 
 def _probe_transport(ctx: _Ctx, kind: ProbeKind, merged: _Layer, explicit: set[str]) -> Transport:
@@ -1170,21 +1197,35 @@ def _fallback(ctx: _Ctx, src: _Src) -> FallbackSettings | None:
 def _targets(ctx: _Ctx, src: _Src, env: _Env) -> list[Target]:
     out: list[Target] = []
     seen: dict[str, int] = {}
-    for item in ctx.sequence(src.node, src.key) or []:
+    for index, item in enumerate(ctx.sequence(src.node, src.key) or []):
         target = _target(ctx, item, env)
-        if target is None:
-            continue
-        if target.name in seen:
-            first = f"{src.key}[{seen[target.name]}]"
+        name = target.name if target else _peek_name(item.node)
+        if name is not None and name in seen:
+            first = f"{src.key}[{seen[name]}]"
             ctx.fail(
                 item.node,
                 f"{item.key}.name",
-                f"expected a unique target name (got {target.name!r} again; first at {first})",
+                f"expected a unique target name (got {name!r} again; first at {first})",
             )
             continue
-        seen[target.name] = int(item.key.rsplit("[", 1)[1].rstrip("]"))
-        out.append(target)
+        if name is not None:
+            seen[name] = index
+        if target is not None:
+            out.append(target)
     return out
+
+
+def _peek_name(node: yaml.Node) -> str | None:
+    """A broken target's name (or server), so duplicates still show up."""
+    if isinstance(node, yaml.MappingNode):
+        found = {
+            k.value: v.value
+            for k, v in node.value
+            if isinstance(k, yaml.ScalarNode) and isinstance(v, yaml.ScalarNode)
+        }
+        name = found.get("name", found.get("server"))
+        return name if isinstance(name, str) else None
+    return None
 
 
 def _target(ctx: _Ctx, src: _Src, env: _Env) -> Target | None:
