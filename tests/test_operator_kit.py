@@ -1,0 +1,278 @@
+"""The operator kit: Grafana dashboards, Prometheus rules and configs, Dockerfile.
+
+Static checks only (promtool, hadolint, JSON structure); the end-to-end run of
+every panel query against a real Prometheus lives elsewhere. Missing tools fail
+the suite: scripts/install-system-deps.sh installs promtool, ``.[test]`` hadolint.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from exporter.causes import REMEDIATION, Cause
+
+ROOT = Path(__file__).resolve().parents[1]
+DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
+PROM_DIR = ROOT / "deploy" / "prometheus"
+
+#: The metric contract (exporter/metrics.py); histograms with their series suffixes.
+CONTRACT_METRICS = frozenset({
+    "dnsgap_probe_responses_total", "dnsgap_support_gap", "dnsgap_probe_last_rcode",
+    "dnsgap_probe_success", "dnsgap_probe_last_run_timestamp_seconds",
+    "dnsgap_gap_changes_total", "dnsgap_probe_info", "dnsgap_build_info",
+    "dnsgap_config_reload_success", "dnsgap_config_last_reload_success_timestamp_seconds",
+    "dnsgap_config_reloads_total", "dnsgap_probes_in_flight", "dnsgap_probes_skipped_total",
+    "dnsgap_dso_session_established", "dnsgap_dso_inactivity_timeout_seconds",
+    "dnsgap_dso_keepalive_interval_seconds", "dnsgap_dso_retry_delay_seconds",
+    "dnsgap_dso_sessions_closed_total", "dnsgap_dso_push_notifications_total",
+    "dnsgap_fallback_total", "dnsgap_fallback_active",
+    *(f"{histogram}{suffix}"
+      for histogram in ("dnsgap_probe_duration_seconds", "dnsgap_scheduler_lateness_seconds")
+      for suffix in ("_bucket", "_sum", "_count")),
+})  # fmt: skip
+
+#: Grafana variables a panel query may use (the e2e test substitutes exactly these).
+ALLOWED_VARIABLES = frozenset({"$target", "$probe", "$__rate_interval", "$__range"})
+
+_PROMQL_WORDS = frozenset({
+    "by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool",
+    "and", "or", "unless", "inf", "nan",
+})  # fmt: skip
+
+
+def tool(name: str, *candidates: Path) -> str:
+    for candidate in candidates:
+        if candidate.is_file():
+            return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is not installed (see scripts/install-system-deps.sh)")
+    return found
+
+
+def run(*argv: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=120,
+                            check=False)  # fmt: skip
+    assert result.returncode == 0, f"{' '.join(argv)}:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    return run(tool("promtool", Path("/usr/bin/promtool")), *args, cwd=PROM_DIR)
+
+
+def load(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def all_panels(board: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for panel in board["panels"]:
+        yield panel
+        yield from panel.get("panels", [])  # collapsed rows nest their panels
+
+
+def query_panels(board: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    return (panel for panel in all_panels(board) if panel["type"] != "row")
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names referenced by a PromQL expression (a small lexer, enough for ours)."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', "", expr)  # string literals
+    text = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", text)  # matchers, ranges
+    text = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    names = set()
+    for match in re.finditer(r"(?<![\w.])([a-zA-Z_:][\w:]*)(\s*\()?", text):
+        word, is_call = match.group(1), match.group(2)
+        if not is_call and word.lower() not in _PROMQL_WORDS:
+            names.add(word)
+    return names
+
+
+def test_metric_name_lexer_sees_names_not_functions_or_labels() -> None:
+    expr = (
+        'histogram_quantile(0.9, sum by (le, target) (rate(a_bucket{x=~"$target"}[5m])))'
+        ' or on (target) label_replace(b * 0, "cause", "none", "", "") unless c offset 1h'
+    )
+    assert metric_names(expr) == {"a_bucket", "b", "c"}
+
+
+# --- Grafana -------------------------------------------------------------------------
+
+
+def test_there_are_dashboards_for_gaps_dso_and_operations() -> None:
+    assert {path.name for path in DASHBOARDS} >= {
+        "dnsgap-overview.json",
+        "dnsgap-dso.json",
+        "dnsgap-operations.json",
+    }
+
+
+def test_committed_dashboards_match_the_generator() -> None:
+    run(sys.executable, "grafana/generate.py", "--check")
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_dashboard_is_importable_with_a_datasource_variable(path: Path) -> None:
+    board = load(path)
+    assert board["schemaVersion"] >= 39
+    assert re.fullmatch(r"[a-z0-9-]{1,40}", board["uid"])
+    assert board["title"].startswith("dnsgap")
+    assert "id" not in board or board["id"] is None  # import must not clash with an id
+    variables = {var["name"]: var for var in board["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    for name in ("target", "probe"):
+        assert variables[name]["type"] == "query"
+        assert variables[name]["datasource"]["uid"] == "${datasource}"
+        assert variables[name]["query"].startswith("label_values(dnsgap_probe_info")
+        assert variables[name]["query"].endswith(f", {name})")
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_every_panel_has_datasource_position_and_queries(path: Path) -> None:
+    board = load(path)
+    ids = [panel["id"] for panel in all_panels(board)]
+    assert len(ids) == len(set(ids)), "duplicate panel ids"
+    for panel in all_panels(board):
+        where = f"{path.name}: panel {panel['id']} {panel.get('title')!r}"
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, where
+        grid = panel["gridPos"]
+        assert grid["w"] > 0, where
+        assert grid["h"] > 0, where
+        assert 0 <= grid["x"] <= 24 - grid["w"], where
+        if panel["type"] == "row":
+            continue
+        assert panel["title"], where
+        assert panel["description"], where
+        assert panel["targets"], where
+        ref_ids = [target["refId"] for target in panel["targets"]]
+        assert len(ref_ids) == len(set(ref_ids)), where
+        for target in panel["targets"]:
+            assert target["expr"].strip(), where
+            assert target["datasource"]["uid"] == "${datasource}", where
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_panels_query_only_contract_metrics_and_known_variables(path: Path) -> None:
+    for panel in query_panels(load(path)):
+        for target in panel["targets"]:
+            expr = target["expr"]
+            assert metric_names(expr) <= CONTRACT_METRICS, (panel["title"], expr)
+            assert metric_names(expr), (panel["title"], expr)
+            variables = set(re.findall(r"\$\{?\w+\}?", expr))
+            assert variables <= ALLOWED_VARIABLES, (panel["title"], expr)
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_panels_do_not_overlap(path: Path) -> None:
+    taken: set[tuple[int, int]] = set()
+    for panel in all_panels(load(path)):
+        grid = panel["gridPos"]
+        cells = {(x, y) for x in range(grid["x"], grid["x"] + grid["w"])
+                 for y in range(grid["y"], grid["y"] + grid["h"])}  # fmt: skip
+        assert not cells & taken, panel["title"]
+        taken |= cells
+
+
+def test_gap_matrix_colours_each_cause_the_operator_must_tell_apart() -> None:
+    board = load(ROOT / "grafana" / "dashboards" / "dnsgap-overview.json")
+    matrix = next(p for p in query_panels(board) if p["title"].startswith("Support-gap matrix"))
+    assert "dnsgap_support_gap" in matrix["targets"][0]["expr"]
+    options = matrix["fieldConfig"]["defaults"]["mappings"][0]["options"]
+    distinct = [Cause.NOT_IMPLEMENTED, Cause.DSO_TYPE_NOT_IMPLEMENTED, Cause.DSO_NOT_IMPLEMENTED,
+                Cause.REFUSED, Cause.NO_RESPONSE, Cause.NONE]  # fmt: skip
+    colours = [options[cause.value]["color"] for cause in distinct]
+    assert len(set(colours)) == len(distinct)
+    assert options[Cause.NOT_IMPLEMENTED.value]["text"] == "NOTIMP"
+    assert options[Cause.DSO_TYPE_NOT_IMPLEMENTED.value]["text"] == "DSOTYPENI"
+    for cause in distinct[:-1]:
+        assert REMEDIATION[cause] in matrix["description"]
+
+
+# --- Prometheus ------------------------------------------------------------------------
+
+RULES = yaml.safe_load((PROM_DIR / "alerts.yml").read_text(encoding="utf-8"))
+RULE_NAMES = [rule["alert"] for group in RULES["groups"] for rule in group["rules"]]
+
+
+def test_alert_rules_pass_promtool_check() -> None:
+    promtool("check", "rules", "alerts.yml")
+
+
+def test_alert_rules_pass_their_unit_tests() -> None:
+    promtool("test", "rules", "alerts_test.yml")
+
+
+@pytest.mark.parametrize("config", ["prometheus.yml", "prometheus-probe.yml"])
+def test_prometheus_config_passes_promtool_check(config: str) -> None:
+    promtool("check", "config", config)
+
+
+def test_the_required_alerts_exist() -> None:
+    assert set(RULE_NAMES) >= {
+        "DnsgapNewNotImp", "DnsgapNewDsoTypeNotImplemented", "DnsgapDsoNotImplemented",
+        "DnsgapProbeFailing", "DnsgapProbeSilent", "DnsgapExporterDown",
+        "DnsgapConfigReloadFailed"}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", RULE_NAMES)
+def test_every_alert_is_unit_tested_firing_and_not_firing(name: str) -> None:
+    tests = yaml.safe_load((PROM_DIR / "alerts_test.yml").read_text(encoding="utf-8"))
+    cases = [case for group in tests["tests"] for case in group.get("alert_rule_test", [])
+             if case["alertname"] == name]  # fmt: skip
+    assert any(case["exp_alerts"] for case in cases), f"{name}: no firing case"
+    assert any(not case["exp_alerts"] for case in cases), f"{name}: no silent case"
+
+
+@pytest.mark.parametrize("name", RULE_NAMES)
+def test_every_alert_carries_summary_and_remediation(name: str) -> None:
+    rule = next(r for g in RULES["groups"] for r in g["rules"] if r["alert"] == name)
+    assert rule["annotations"]["summary"]
+    assert rule["annotations"]["remediation"]
+    assert rule["labels"]["severity"] in {"warning", "critical"}
+
+
+@pytest.mark.parametrize(("name", "cause"), [
+    ("DnsgapNewNotImp", Cause.NOT_IMPLEMENTED),
+    ("DnsgapNewDsoTypeNotImplemented", Cause.DSO_TYPE_NOT_IMPLEMENTED),
+])  # fmt: skip
+def test_gap_alerts_give_the_same_remediation_as_the_exporter(name: str, cause: Cause) -> None:
+    rule = next(r for g in RULES["groups"] for r in g["rules"] if r["alert"] == name)
+    assert rule["annotations"]["remediation"] in REMEDIATION[cause]
+
+
+def test_probe_config_relabels_target_and_probe_onto_the_exporter() -> None:
+    config = yaml.safe_load((PROM_DIR / "prometheus-probe.yml").read_text(encoding="utf-8"))
+    job = next(j for j in config["scrape_configs"] if j["metrics_path"] == "/probe")
+    labels = {step.get("target_label") for step in job["relabel_configs"]}
+    assert labels >= {"__param_target", "__param_probe", "instance", "__address__"}
+
+
+# --- Docker ----------------------------------------------------------------------------
+
+
+def test_dockerfile_is_hadolint_clean() -> None:
+    hadolint = tool("hadolint", Path(sys.executable).parent / "hadolint")
+    run(hadolint, "Dockerfile")
+
+
+def test_dockerfile_runs_unprivileged_with_healthcheck_on_the_default_port() -> None:
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert re.search(r"^FROM python:3\.11-slim", text, re.MULTILINE)
+    assert re.search(r"^USER (?!root|0\b)", text, re.MULTILINE)
+    assert re.search(r"^EXPOSE 18553$", text, re.MULTILINE)
+    assert "http://127.0.0.1:18553/-/healthy" in text
+    assert '"serve", "--config", "/etc/dnsgap/dnsgap.yml"' in text
+    ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
+    assert {".git", ".venv"} <= set(ignored)
