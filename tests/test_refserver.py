@@ -147,7 +147,7 @@ def test_edns_version_1_gets_badvers() -> None:
 
 def test_unknown_edns_options_are_ignored_and_unknown_flags_cleared() -> None:
     async def body(server: RunningServer) -> None:
-        option = dns.edns.GenericOption(65001, b"\x01\x02")
+        option = dns.edns.GenericOption(dns.edns.OptionType.make(65001), b"\x01\x02")
         q = dns.message.make_query(
             "www.demo.example.", "A", use_edns=0, ednsflags=0x0040, options=[option]
         )
