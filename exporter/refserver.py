@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
+import dns.edns
 import dns.exception
 import dns.flags
 import dns.message
@@ -390,6 +391,14 @@ def classic_reply(behaviour: ServerBehaviour, zone: _Zone, wire: bytes, tcp: boo
     return _Reply((_query_reply(zone, msg).to_wire(max_size=max_size),))
 
 
+def _has_tcp_keepalive(wire: bytes) -> bool:
+    try:
+        msg = dns.message.from_wire(wire)
+    except (dns.exception.DNSException, ValueError, struct.error, IndexError):
+        return False
+    return any(option.otype == dns.edns.OptionType.KEEPALIVE for option in msg.options)
+
+
 # --- DSO sessions -----------------------------------------------------------------
 
 
@@ -483,6 +492,10 @@ class _Connection:
             self.handle_dso(wire, now)
             return
         self.last_activity = now
+        if self.established and _has_tcp_keepalive(wire):
+            # RFC 8490 §7.1.2: edns-tcp-keepalive inside a DSO session is fatal.
+            self.fatal("edns_tcp_keepalive_in_session")
+            return
         reply = classic_reply(self.behaviour, self.server.zone, wire, tcp=True)
         for message in reply.messages:
             self.send(message)
@@ -759,6 +772,21 @@ class RunningServer:
                 continue
             if any(sub.matches(owner, rtype) for sub in conn.subscriptions.values()):
                 conn.push(records)
+                sent += 1
+                with contextlib.suppress(ConnectionError):
+                    await conn.writer.drain()
+        return sent
+
+    async def send_keepalive(self, inactivity_ms: int, interval_ms: int) -> int:
+        """Tell every established session new timers with a server-initiated
+        Keepalive (unidirectional, RFC 8490 §7.1). Returns how many were sent."""
+        if interval_ms < MIN_KEEPALIVE_INTERVAL_MS:
+            raise ValueError("a server MUST NOT send an interval below 10 s (RFC 8490 §6.5.2)")
+        sent = 0
+        for conn in list(self.connections):
+            if conn.established and conn.shutting_down_at is None and not conn.closed:
+                conn.inactivity_ms, conn.interval_ms = inactivity_ms, interval_ms
+                conn.send(DsoMessage(0, tlvs=(Keepalive(inactivity_ms, interval_ms),)).to_wire())
                 sent += 1
                 with contextlib.suppress(ConnectionError):
                     await conn.writer.drain()

@@ -422,6 +422,30 @@ def test_subscribe_then_change_pushes_the_new_records_until_unsubscribed() -> No
     run(ServerBehaviour(), body)
 
 
+def test_server_initiated_keepalive_is_unidirectional_with_the_new_timers() -> None:
+    async def body(server: RunningServer) -> None:
+        stream = await Stream.open(server.port)
+        await stream.send(keepalive(1))
+        assert isinstance(await stream.read_dso(), DsoMessage)
+        assert await server.send_keepalive(30_000, 20_000) == 1
+        assert await stream.read_dso() == DsoMessage(0, tlvs=(Keepalive(30_000, 20_000),))
+        stream.close()
+
+    run(ServerBehaviour(), body)
+
+
+def test_edns_tcp_keepalive_inside_a_dso_session_aborts() -> None:
+    query = dns.message.make_query(
+        "www.demo.example.",
+        "A",
+        use_edns=0,
+        options=[dns.edns.GenericOption(dns.edns.OptionType.KEEPALIVE, b"")],
+    )
+    replies, server = dso_exchange(ServerBehaviour(), keepalive(1), query.to_wire(), reads=2)
+    assert replies[1] in ("reset", "closed")
+    assert server.stats.closes == ["edns_tcp_keepalive_in_session"]
+
+
 def test_initial_push_sends_the_current_records() -> None:
     sub = DsoMessage(2, tlvs=(Subscribe.of("www.demo.example.", 255),))
     replies, _ = dso_exchange(ServerBehaviour(initial_push=True), sub, reads=2)
