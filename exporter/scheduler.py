@@ -83,6 +83,8 @@ class ProbeScheduler:
         self._semaphore = asyncio.Semaphore(settings.max_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = False
+        #: Due times before this were handed to the loop by the latest slot.
+        self._horizon = 0.0
         self._aps: AsyncIOScheduler | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -151,6 +153,7 @@ class ProbeScheduler:
         now_wall = time.time()
         now_loop = loop.time()
         horizon = now_wall + SLOT_SECONDS
+        self._horizon = horizon
         heap = self._heap
         while heap and heap[0].due < horizon:
             entry = heapq.heappop(heap)
@@ -164,8 +167,15 @@ class ProbeScheduler:
         pair = self._pairs.get(key)
         if self._stopped or pair is None or pair.generation != generation:
             return
-        pair.due = next_due(due, pair.spec.interval, time.time())
-        self._push(key, pair)
+        now = time.time()
+        pair.due = next_due(due, pair.spec.interval, now)
+        if pair.due < self._horizon:
+            # Intervals shorter than a slot: the slot that would pick this up has passed.
+            loop = asyncio.get_running_loop()
+            loop.call_at(loop.time() + (pair.due - now), self._launch, key, pair.due,
+                         generation)  # fmt: skip
+        else:
+            self._push(key, pair)
         if pair.running:
             self.state.skipped["overlap"] += 1
             return

@@ -1,0 +1,121 @@
+"""The support-gap taxonomy: one outcome, one cause."""
+
+from __future__ import annotations
+
+import pytest
+
+from exporter.causes import REMEDIATION, Cause, classify, possible_gap_causes, rcode_name
+from exporter.kinds import ProbeKind
+from exporter.outcome import DsoFacts, Outcome, WireEvent
+
+
+def reply(rcode: int, transport: str = "udp", **kwargs: object) -> Outcome:
+    return Outcome(WireEvent.REPLY, rcode, transport=transport, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kind", "rcode", "cause"),
+    [
+        (ProbeKind.QUERY, 0, Cause.NONE),
+        (ProbeKind.QUERY, 3, Cause.NONE),  # NXDOMAIN answers the question
+        (ProbeKind.QUERY, 1, Cause.FORMAT_ERROR),
+        (ProbeKind.QUERY, 2, Cause.SERVER_FAILURE),
+        (ProbeKind.QUERY, 4, Cause.NOT_IMPLEMENTED),
+        (ProbeKind.QUERY, 5, Cause.REFUSED),
+        (ProbeKind.QUERY, 16, Cause.BAD_VERSION),
+        (ProbeKind.QUERY, 23, Cause.BAD_COOKIE),
+        (ProbeKind.QUERY, 11, Cause.UNEXPECTED_RCODE),  # DSOTYPENI to a QUERY is nonsense
+        (ProbeKind.QUERY, 42, Cause.UNEXPECTED_RCODE),
+        (ProbeKind.AXFR, 9, Cause.NOT_AUTHORIZED),
+        (ProbeKind.IXFR, 4, Cause.NOT_IMPLEMENTED),
+        (ProbeKind.UPDATE, 8, Cause.NONE),  # NXRRSET: prerequisite checked = UPDATE works
+        (ProbeKind.UPDATE, 3, Cause.NONE),
+        (ProbeKind.UPDATE, 6, Cause.NONE),
+        (ProbeKind.UPDATE, 7, Cause.NONE),
+        (ProbeKind.UPDATE, 10, Cause.NOT_ZONE),
+        (ProbeKind.UPDATE, 5, Cause.REFUSED),
+        (ProbeKind.UPDATE, 4, Cause.NOT_IMPLEMENTED),
+        (ProbeKind.NOTIFY, 4, Cause.NOT_IMPLEMENTED),
+        (ProbeKind.OPCODE, 4, Cause.NOT_IMPLEMENTED),
+        (ProbeKind.OPCODE, 1, Cause.FORMAT_ERROR),
+    ],
+)
+def test_rcode_maps_to_cause(kind: ProbeKind, rcode: int, cause: Cause) -> None:
+    assert classify(kind, reply(rcode)) is cause
+
+
+def test_notimp_to_dso_means_no_dso_at_all_not_a_missing_type() -> None:
+    assert classify(ProbeKind.DSO_KEEPALIVE, reply(4, "tcp")) is Cause.DSO_NOT_IMPLEMENTED
+
+
+def test_dsotypeni_means_dso_spoken_but_not_this_type() -> None:
+    assert classify(ProbeKind.DSO_PUSH_SUBSCRIBE, reply(11, "tcp")) is (
+        Cause.DSO_TYPE_NOT_IMPLEMENTED
+    )
+
+
+def test_echoed_dso_message_is_its_own_cause() -> None:
+    outcome = reply(0, "tcp", dso=DsoFacts(echoed=True))
+    assert classify(ProbeKind.DSO_KEEPALIVE, outcome) is Cause.DSO_ECHOED
+
+
+def test_dso_answered_over_udp_is_flagged() -> None:
+    assert classify(ProbeKind.DSO_KEEPALIVE, reply(0, "udp")) is Cause.DSO_OVER_UDP
+
+
+def test_dso_session_established_is_no_gap() -> None:
+    outcome = reply(0, "tcp", dso=DsoFacts(session_established=True))
+    assert classify(ProbeKind.DSO_KEEPALIVE, outcome) is Cause.NONE
+
+
+@pytest.mark.parametrize(
+    ("event", "cause"),
+    [
+        (WireEvent.TIMEOUT, Cause.NO_RESPONSE),
+        (WireEvent.CLOSED, Cause.CONNECTION_CLOSED),
+        (WireEvent.RESET, Cause.CONNECTION_RESET),
+        (WireEvent.CONNECTION_REFUSED, Cause.CONNECTION_REFUSED),
+        (WireEvent.TRUNCATED, Cause.TRUNCATED),
+        (WireEvent.MISMATCHED, Cause.MISMATCHED_REPLY),
+        (WireEvent.MALFORMED, Cause.MALFORMED),
+        (WireEvent.TLS_ERROR, Cause.TLS_ERROR),
+        (WireEvent.NETWORK_ERROR, Cause.NETWORK_ERROR),
+        (WireEvent.NOT_SENT, Cause.NOT_SENT),
+    ],
+)
+def test_wire_events_without_reply_map_to_their_cause(event: WireEvent, cause: Cause) -> None:
+    for kind in ProbeKind:
+        assert classify(kind, Outcome(event)) is cause
+
+
+@pytest.mark.parametrize(
+    ("tsig_error", "cause"), [(16, Cause.BAD_SIGNATURE), (17, Cause.BAD_KEY), (18, Cause.BAD_TIME)]
+)
+def test_tsig_errors_have_their_own_causes(tsig_error: int, cause: Cause) -> None:
+    outcome = reply(9, "tcp", tsig_error=tsig_error)
+    assert classify(ProbeKind.AXFR, outcome) is cause
+
+
+def test_every_cause_has_a_remediation() -> None:
+    assert set(REMEDIATION) == set(Cause)
+
+
+def test_notimp_and_dsotypeni_remediations_name_the_fix() -> None:
+    assert "enable zone transfers / dynamic updates" in REMEDIATION[Cause.NOT_IMPLEMENTED]
+    assert "fall back to traditional DNS queries" in REMEDIATION[Cause.DSO_TYPE_NOT_IMPLEMENTED]
+
+
+def test_rcode_names_include_dso_and_extended_codes() -> None:
+    assert rcode_name(None) == "none"
+    assert rcode_name(4) == "NOTIMP"
+    assert rcode_name(11) == "DSOTYPENI"
+    assert rcode_name(16) == "BADVERS"
+    assert rcode_name(4000) == "RCODE4000"
+
+
+def test_gap_series_precreated_per_kind_include_the_headline_gaps() -> None:
+    assert Cause.NOT_IMPLEMENTED in possible_gap_causes(ProbeKind.UPDATE)
+    assert Cause.BAD_VERSION in possible_gap_causes(ProbeKind.QUERY)
+    dso = possible_gap_causes(ProbeKind.DSO_PUSH_SUBSCRIBE)
+    assert Cause.DSO_NOT_IMPLEMENTED in dso
+    assert Cause.DSO_TYPE_NOT_IMPLEMENTED in dso

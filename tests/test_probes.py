@@ -1,0 +1,177 @@
+"""Classic probes against the reference server: each gap gets its exact cause."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import socket
+
+import pytest
+
+from exporter import refserver
+from exporter.causes import Cause
+from exporter.cli import main
+from exporter.config import EdnsSettings, FallbackSettings, ProbeSpec, Target, Transport
+from exporter.kinds import ProbeKind
+from exporter.probes import ProbeResult, run_probe
+from exporter.refserver import ServerBehaviour
+
+ZONE = "demo.example."
+
+
+def probe_spec(kind: ProbeKind, transport: Transport = Transport.UDP,
+               **kwargs: object) -> ProbeSpec:  # fmt: skip
+    fields: dict[str, object] = {"qname": ZONE, "timeout": 1.0, "zone": ZONE}
+    fields.update(kwargs)
+    return ProbeSpec(name=kind.value, kind=kind, transport=transport, **fields)  # type: ignore[arg-type]
+
+
+def run_against(behaviour: ServerBehaviour, spec: ProbeSpec) -> ProbeResult:
+    async def scenario() -> ProbeResult:
+        server = await refserver.start(behaviour)
+        try:
+            target = Target("ref", "127.0.0.1", server.port, (spec,), zone=ZONE)
+            return await run_probe(target, spec)
+        finally:
+            await server.close()
+
+    return asyncio.run(scenario())
+
+
+GAPS = ServerBehaviour(update="notimp", ixfr="notimp", axfr="refused", notify="refused",
+                       unknown_opcode="drop")  # fmt: skip
+FULL = ServerBehaviour()
+
+
+@pytest.mark.parametrize("transport", [Transport.UDP, Transport.TCP])
+@pytest.mark.parametrize(
+    ("behaviour", "kind", "rcode", "cause"),
+    [
+        (FULL, ProbeKind.QUERY, "NOERROR", Cause.NONE),
+        (FULL, ProbeKind.UPDATE, "NXRRSET", Cause.NONE),
+        (GAPS, ProbeKind.UPDATE, "NOTIMP", Cause.NOT_IMPLEMENTED),
+        (FULL, ProbeKind.NOTIFY, "NOERROR", Cause.NONE),
+        (GAPS, ProbeKind.NOTIFY, "REFUSED", Cause.REFUSED),
+        (FULL, ProbeKind.OPCODE, "NOTIMP", Cause.NOT_IMPLEMENTED),
+        (GAPS, ProbeKind.OPCODE, "none", Cause.NO_RESPONSE),
+    ],
+)
+def test_classic_probe_reports_what_the_server_answers(
+    behaviour: ServerBehaviour, kind: ProbeKind, rcode: str, cause: Cause, transport: Transport
+) -> None:
+    result = run_against(behaviour, probe_spec(kind, transport, allow_notify=True))
+    assert (result.rcode_label, result.cause) == (rcode, cause)
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "kind", "rcode", "cause"),
+    [
+        (FULL, ProbeKind.AXFR, "NOERROR", Cause.NONE),
+        (FULL, ProbeKind.IXFR, "NOERROR", Cause.NONE),
+        (GAPS, ProbeKind.AXFR, "REFUSED", Cause.REFUSED),
+        (GAPS, ProbeKind.IXFR, "NOTIMP", Cause.NOT_IMPLEMENTED),
+    ],
+)
+def test_transfers_are_classified_from_the_first_message(
+    behaviour: ServerBehaviour, kind: ProbeKind, rcode: str, cause: Cause
+) -> None:
+    result = run_against(behaviour, probe_spec(kind, Transport.TCP))
+    assert (result.rcode_label, result.cause) == (rcode, cause)
+
+
+def test_edns_version_1_gets_badvers_and_that_meets_its_expectation() -> None:
+    spec = probe_spec(ProbeKind.QUERY, edns=EdnsSettings(version=1),
+                      expect=frozenset({"bad_version"}))  # fmt: skip
+    result = run_against(FULL, spec)
+    assert (result.rcode_label, result.cause, result.success) == (
+        "BADVERS", Cause.BAD_VERSION, True)
+
+
+def test_closing_server_costs_one_result_with_connection_closed() -> None:
+    behaviour = ServerBehaviour(update="close")
+    result = run_against(behaviour, probe_spec(ProbeKind.UPDATE, Transport.TCP))
+    assert result.cause is Cause.CONNECTION_CLOSED
+    assert result.outcome.rcode is None
+
+
+def test_ixfr_answered_notimp_falls_back_to_axfr() -> None:
+    behaviour = ServerBehaviour(ixfr="notimp")
+    spec = probe_spec(ProbeKind.IXFR, Transport.TCP, fallback=FallbackSettings(ProbeKind.AXFR))
+    result = run_against(behaviour, spec)
+    assert result.cause is Cause.NOT_IMPLEMENTED
+    assert result.fallback is not None
+    assert (result.fallback.kind, result.fallback.cause) == (ProbeKind.AXFR, Cause.NONE)
+
+
+def test_nothing_listening_is_connection_refused() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    spec = probe_spec(ProbeKind.QUERY, Transport.TCP)
+    target = Target("gone", "127.0.0.1", port, (spec,), zone=ZONE)
+    result = asyncio.run(run_probe(target, spec))
+    assert result.cause is Cause.CONNECTION_REFUSED
+
+
+def test_silence_is_bounded_by_the_timeout() -> None:
+    spec = dataclasses.replace(probe_spec(ProbeKind.OPCODE), timeout=0.3)
+    result = run_against(GAPS, spec)
+    assert result.cause is Cause.NO_RESPONSE
+    assert 0.25 < result.duration < 1.0
+
+
+def test_cli_probe_json_has_the_documented_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    async def scenario() -> int:
+        server = await refserver.start(GAPS)
+        try:
+            return await asyncio.to_thread(main, [
+                "probe", f"127.0.0.1:{server.port}", "--kind", "update", "--zone", ZONE,
+                "--timeout", "1", "--json"])
+        finally:
+            await server.close()
+
+    assert asyncio.run(scenario()) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["rcode"] == "NOTIMP"
+    assert data["rcode_value"] == 4
+    assert data["cause"] == "not_implemented"
+    assert data["error"] is None
+    assert isinstance(data["duration_seconds"], float)
+
+
+def test_cli_probe_json_reports_null_rcode_for_silence(capsys: pytest.CaptureFixture[str]) -> None:
+    async def scenario() -> int:
+        server = await refserver.start(GAPS)
+        try:
+            return await asyncio.to_thread(main, [
+                "probe", f"127.0.0.1:{server.port}", "--kind", "opcode", "--opcode", "9",
+                "--timeout", "0.5", "--json"])
+        finally:
+            await server.close()
+
+    assert asyncio.run(scenario()) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["rcode"], data["rcode_value"], data["cause"]) == (None, None, "no_response")
+    assert data["error"] == "timed out"
+
+
+def test_cli_refuses_notify_without_opt_in(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["probe", "127.0.0.1:9", "--kind", "notify"]) == 2
+    assert "--allow-notify" in capsys.readouterr().err
+
+
+def test_cli_readable_line_names_rcode_cause_and_remedy(
+        capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    async def scenario() -> int:
+        server = await refserver.start(GAPS)
+        try:
+            return await asyncio.to_thread(main, [
+                "probe", f"127.0.0.1:{server.port}", "--kind", "axfr", "--zone", ZONE])
+        finally:
+            await server.close()
+
+    assert asyncio.run(scenario()) == 0
+    out = capsys.readouterr().out
+    assert "REFUSED -> cause=refused" in out
+    assert "ACL" in out

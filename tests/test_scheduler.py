@@ -1,0 +1,115 @@
+"""The scheduler spreads pairs over their interval, never overlaps a pair with itself,
+and holds the global concurrency limit."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from exporter.causes import Cause
+from exporter.config import Config, ProbeSpec, SchedulerSettings, Target
+from exporter.kinds import ProbeKind
+from exporter.metrics import MetricsState
+from exporter.outcome import Outcome, WireEvent
+from exporter.probes import ProbeResult
+from exporter.scheduler import ProbeScheduler, first_due, next_due, phase_fraction
+
+
+def test_phases_spread_a_thousand_pairs_over_the_interval() -> None:
+    fractions = sorted(phase_fraction(f"t{i}", "soa") for i in range(1000))
+    # every tenth of the interval gets a share, none gets a crowd
+    buckets = [0] * 10
+    for fraction in fractions:
+        buckets[int(fraction * 10)] += 1
+    assert min(buckets) > 60 and max(buckets) < 140
+    same_ms = max(sum(1 for f in fractions if int(f * 60_000) == ms)
+                  for ms in {int(f * 60_000) for f in fractions})  # fmt: skip
+    assert same_ms <= 3
+
+
+def test_phase_is_stable_across_restarts() -> None:
+    assert phase_fraction("ns1", "soa") == phase_fraction("ns1", "soa")
+    assert first_due(100.0, 60.0, 0.5, 1.0) == 130.0
+
+
+def test_a_stalled_pair_skips_missed_runs_instead_of_bursting() -> None:
+    assert next_due(100.0, 10.0, 105.0) == 110.0
+    assert next_due(100.0, 10.0, 135.0) == 140.0
+
+
+def _spec(name: str, interval: float) -> ProbeSpec:
+    return ProbeSpec(name=name, kind=ProbeKind.QUERY, interval=interval, timeout=interval)
+
+
+def _result() -> ProbeResult:
+    return ProbeResult(Outcome(WireEvent.REPLY, 0), Cause.NONE, True, 0.001, time.time())
+
+
+def _run_scheduler(targets: tuple[Target, ...], settings: SchedulerSettings, seconds: float,
+                   probe_seconds: float) -> tuple[MetricsState, list[float], int]:  # fmt: skip
+    state = MetricsState()
+    starts: list[float] = []
+    peak = 0
+    running = 0
+
+    async def runner(target: Target, spec: ProbeSpec) -> ProbeResult:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        starts.append(time.monotonic())
+        await asyncio.sleep(probe_seconds)
+        running -= 1
+        return _result()
+
+    async def scenario() -> None:
+        pairs = [(t, s) for t in targets for s in t.probes]
+        state.sync(Config(targets=targets, scheduler=settings), pairs)
+        scheduler = ProbeScheduler(state, runner, settings)
+        scheduler.apply(pairs)
+        scheduler.start()
+        await asyncio.sleep(seconds)
+        await scheduler.stop()
+
+    asyncio.run(scenario())
+    return state, starts, peak
+
+
+def test_a_pair_never_overlaps_itself() -> None:
+    slow = Target("slow", "127.0.0.1", 53, (_spec("soa", 0.2),))
+    state, starts, _ = _run_scheduler((slow,), SchedulerSettings(jitter=0.0), 1.5, 0.5)
+    assert state.skipped["overlap"] >= 3
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert all(gap >= 0.45 for gap in gaps)
+
+
+def test_global_concurrency_limit_holds() -> None:
+    targets = tuple(Target(f"t{i}", "127.0.0.1", 53, (_spec("soa", 1.0),)) for i in range(40))
+    settings = SchedulerSettings(max_concurrency=5, jitter=0.0)
+    state, starts, peak = _run_scheduler(targets, settings, 1.2, 0.1)
+    assert peak == 5
+    assert len(starts) >= 40
+
+
+def test_every_pair_runs_about_once_per_interval_and_records_lateness() -> None:
+    targets = tuple(Target(f"t{i}", "127.0.0.1", 53, (_spec("soa", 1.0),)) for i in range(20))
+    state, starts, _ = _run_scheduler(targets, SchedulerSettings(), 3.2, 0.01)
+    assert 50 <= len(starts) <= 70
+    assert state.lateness.count == len(starts)
+    assert state.lateness.total / state.lateness.count < 0.05
+    assert all(pair.last_run is not None for pair in state.pairs.values())
+
+
+def test_apply_keeps_the_grid_of_unchanged_pairs_and_forgets_removed_ones() -> None:
+    async def scenario() -> tuple[float, int]:
+        state = MetricsState()
+        scheduler = ProbeScheduler(state, lambda t, s: asyncio.sleep(0, _result()))
+        a = Target("a", "127.0.0.1", 53, (_spec("soa", 60.0),))
+        b = Target("b", "127.0.0.1", 53, (_spec("soa", 60.0),))
+        scheduler.apply([(a, a.probes[0]), (b, b.probes[0])])
+        due_before = scheduler._pairs[("a", "soa")].due
+        scheduler.apply([(a, a.probes[0])])
+        return due_before - scheduler._pairs[("a", "soa")].due, scheduler.pair_count
+
+    shift, count = asyncio.run(scenario())
+    assert shift == 0.0
+    assert count == 1
