@@ -134,7 +134,10 @@ def probe_info_labels(target: Target, spec: ProbeSpec) -> tuple[tuple[str, str],
     transport = spec.transport.value if isinstance(spec.transport, Transport) else spec.transport
     return (("target", target.name), ("probe", spec.name), ("server", server),
             ("kind", spec.kind.value), ("transport", transport), ("opcode", str(opcode)),
-            ("qtype", _qtype_text(qtype)))  # fmt: skip
+            ("qtype", _qtype_text(qtype)),
+            # A target's extra labels ride on the info metric only (join on target,
+            # probe), so they never multiply the counters' series.
+            *sorted(target.labels.items()))  # fmt: skip
 
 
 def _qtype_text(qtype: str) -> str:
