@@ -391,6 +391,15 @@ def classic_reply(behaviour: ServerBehaviour, zone: _Zone, wire: bytes, tcp: boo
     return _Reply((_query_reply(zone, msg).to_wire(max_size=max_size),))
 
 
+def _echo(wire: bytes) -> bytes:
+    """What a naive server does with a message it does not understand: send it
+    back with QR set and rcode 0."""
+    echoed = bytearray(wire)
+    echoed[2] |= 0x80
+    echoed[3] &= 0xF0
+    return bytes(echoed)
+
+
 def _has_tcp_keepalive(wire: bytes) -> bool:
     try:
         msg = dns.message.from_wire(wire)
@@ -513,10 +522,7 @@ class _Connection:
         if mode == "stall":
             return
         if mode == "echo":
-            echoed = bytearray(wire)
-            echoed[2] |= 0x80
-            echoed[3] &= 0xF0
-            self.send(bytes(echoed))
+            self.send(_echo(wire))
             return
         try:
             msg = DsoMessage.from_wire(wire)
@@ -685,10 +691,7 @@ class RunningServer:
             if mode == "none":
                 return (_error_reply(wire, dns.rcode.NOTIMP),)
             if mode == "echo":
-                echoed = bytearray(wire)
-                echoed[2] |= 0x80
-                echoed[3] &= 0xF0
-                return (bytes(echoed),)
+                return (_echo(wire),)
             if mode in ("stall", "close") or self.behaviour.dso_udp == "drop":
                 return ()
             return (_error_reply(wire, dns.rcode.FORMERR),)
