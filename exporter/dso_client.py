@@ -70,6 +70,7 @@ SessionClosedCallback = Callable[[str, str], None]
 #: ``DsoFacts.closed_reason`` for a session the server (or the network) ended.
 _END_REASONS = {WireEvent.CLOSED: "server_closed", WireEvent.RESET: "reset",
                 WireEvent.TLS_ERROR: "tls_error"}  # fmt: skip
+_SERVER_ENDS = frozenset({"server_closed", "reset", "retry_delay"})
 
 
 # --- pure helpers ---------------------------------------------------------------------
@@ -538,8 +539,9 @@ async def _run_once(target: Target, spec: ProbeSpec,
         ended_by_server = not conn.alive
         await conn.close("probe_done")
     reason = conn.closed_reason if ended_by_server else "probe_done"
-    facts = conn.facts(dso_type, closed_reason=reason if conn.established or ended_by_server
-                       else None)  # fmt: skip
+    if not conn.established and reason not in _SERVER_ENDS:
+        reason = None  # no session, and the server did not end the connection
+    facts = conn.facts(dso_type, closed_reason=reason)
     return dataclasses.replace(outcome, dso=facts, transport=conn.transport,
                                bytes_received=conn.bytes_received)  # fmt: skip
 

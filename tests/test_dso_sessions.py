@@ -1,0 +1,189 @@
+"""Persistent DSO sessions (``dso.persistent``): one session per target kept
+open across probes, kept alive on the granted interval, closed on inactivity,
+every end reported (RFC 8490 §6.2-§6.6)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import struct
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from exporter import dso_client, refserver
+from exporter.config import DsoSettings, ProbeSpec, Target, Transport
+from exporter.dso import INFINITE_MS, DsoMessage, Keepalive, frame
+from exporter.dso_client import DsoSessionPool
+from exporter.kinds import ProbeKind
+from exporter.outcome import Outcome, WireEvent
+from exporter.refserver import ServerBehaviour
+
+
+def spec(kind: ProbeKind = ProbeKind.DSO_KEEPALIVE, **dso: Any) -> ProbeSpec:
+    return ProbeSpec(name=kind.value, kind=kind, transport=Transport.TCP, timeout=2.0,
+                     dso=DsoSettings(persistent=True, **dso))  # fmt: skip
+
+
+def target(port: int) -> Target:
+    return Target(name="t", host="127.0.0.1", port=port, probes=(), zone="demo.example.")
+
+
+def run(coro: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(asyncio.wait_for(coro(), 30))
+
+
+class Ends:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def __call__(self, target: str, reason: str) -> None:
+        self.seen.append((target, reason))
+
+
+async def _until(predicate: Callable[[], bool], seconds: float = 3.0) -> None:
+    for _ in range(int(seconds / 0.02)):
+        if predicate():
+            return
+        await asyncio.sleep(0.02)
+
+
+def test_probes_share_one_session_and_shutdown_is_reported() -> None:
+    async def scenario() -> None:
+        ends = Ends()
+        pool = DsoSessionPool(ends)
+        server = await refserver.start()
+        try:
+            first = await pool.run(target(server.port), spec(), None)
+            second = await pool.run(target(server.port), spec(ProbeKind.DSO_TLV), None)
+            assert first.rcode == 0
+            assert second.rcode == 11  # DSOTYPENI inside the same session
+            assert server.stats.connections == 1
+            assert first.dso is not None
+            assert first.dso.session_established
+            assert first.dso.closed_reason is None  # ends go to the callback only
+            assert pool.session("t") is not None
+        finally:
+            await pool.close_all()
+            await server.close()
+        assert ends.seen == [("t", "shutdown")]
+
+    run(scenario)
+
+
+def test_idle_session_is_closed_on_the_inactivity_timeout_and_reopened() -> None:
+    async def scenario() -> None:
+        ends = Ends()
+        pool = DsoSessionPool(ends)
+        server = await refserver.start(ServerBehaviour(inactivity_timeout_ms=300))
+        try:
+            await pool.run(target(server.port), spec(), None)
+            await _until(lambda: bool(ends.seen))
+            assert ends.seen == [("t", "inactivity")]
+            again = await pool.run(target(server.port), spec(), None)
+            assert again.rcode == 0
+            assert server.stats.connections == 2
+            # We closed first: the server never had to abort us (§6.4.1).
+            assert "inactivity" not in server.stats.closes
+        finally:
+            await pool.close_all()
+            await server.close()
+
+    run(scenario)
+
+
+def test_keepalives_are_sent_within_the_granted_interval() -> None:
+    keepalives: list[float] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # The reference server refuses intervals under 10 s (§6.5.2); this one
+        # grants one second so the test stays short.
+        try:
+            while True:
+                (length,) = struct.unpack("!H", await reader.readexactly(2))
+                msg = DsoMessage.from_wire(await reader.readexactly(length))
+                if isinstance(msg.primary, Keepalive) and msg.msg_id:
+                    keepalives.append(asyncio.get_running_loop().time())
+                    reply = msg.response(0, (Keepalive(INFINITE_MS, 1000),))
+                    writer.write(frame(reply.to_wire()))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def scenario() -> None:
+        ends = Ends()
+        pool = DsoSessionPool(ends)
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            outcome = await pool.run(target(port), spec(), None)
+            assert outcome.dso is not None
+            assert outcome.dso.keepalive_interval == 1.0
+            await asyncio.sleep(2.6)
+            assert len(keepalives) >= 3  # the probe's own, then about one a second
+            gaps = [b - a for a, b in itertools.pairwise(keepalives)]
+            assert max(gaps) < 1.0
+            assert ends.seen == []
+        finally:
+            await pool.close_all()
+            server.close()
+
+    run(scenario)
+
+
+def test_retry_delay_keeps_the_pool_away_for_the_delay() -> None:
+    async def scenario() -> None:
+        ends = Ends()
+        pool = DsoSessionPool(ends)
+        server = await refserver.start(ServerBehaviour(retry_delay_ms=60_000))
+        try:
+            first = await pool.run(target(server.port), spec(), None)
+            assert first.rcode == 0
+            await _until(lambda: bool(ends.seen))
+            assert ends.seen == [("t", "retry_delay")]
+            second = await pool.run(target(server.port), spec(), None)
+            assert second.event is WireEvent.NOT_SENT
+            assert second.dso is not None
+            assert second.dso.retry_delay == 60.0
+            assert server.stats.connections == 1
+        finally:
+            await pool.close_all()
+            await server.close()
+
+    run(scenario)
+
+
+def test_reset_session_is_reported_and_the_next_probe_reconnects() -> None:
+    async def scenario() -> None:
+        ends = Ends()
+        pool = DsoSessionPool(ends)
+        server = await refserver.start()
+        try:
+            await pool.run(target(server.port), spec(), None)
+            for conn in list(server.connections):
+                conn.end("test_abort", forcibly=True)
+            await _until(lambda: bool(ends.seen))
+            assert ends.seen == [("t", "reset")]
+            again = await pool.run(target(server.port), spec(), None)
+            assert again.rcode == 0
+            assert server.stats.connections == 2
+        finally:
+            await pool.close_all()
+            await server.close()
+
+    run(scenario)
+
+
+def test_persistent_spec_goes_through_the_default_pool() -> None:
+    async def scenario() -> None:
+        server = await refserver.start()
+        try:
+            for _ in range(3):
+                outcome: Outcome = await dso_client.run_dso_probe(target(server.port), spec(), None)
+                assert outcome.rcode == 0
+                assert outcome.details.get("persistent") is True
+            assert server.stats.connections == 1
+        finally:
+            await dso_client.close_all()
+            await server.close()
+        assert dso_client.default_pool.session("t") is None
+
+    run(scenario)
