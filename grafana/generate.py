@@ -255,7 +255,7 @@ def table(
     *,
     width: int = 12,
     height: int = 8,
-    sort_by: str = "Value",
+    sort_by: str | None = "Value",
     transformations: list[Json] | None = None,
     mappings: list[Json] | None = None,
     overrides: list[Json] | None = None,
@@ -264,7 +264,7 @@ def table(
     options: Json = {
         "showHeader": True, "cellHeight": "sm",
         "footer": {"show": False, "reducer": ["sum"], "fields": "", "countRows": False},
-        "sortBy": [{"displayName": sort_by, "desc": True}],
+        "sortBy": [{"displayName": sort_by, "desc": True}] if sort_by else [],
     }  # fmt: skip
     organize: Json = {"id": "organize", "options": {"excludeByName": {"Time": True}}}
     return Panel("table", title, description, [query(expr, instant=True, fmt="table")],
@@ -317,9 +317,8 @@ def support_gap_rows() -> list[Row]:
             "columnField": "probe", "rowField": "target", "valueField": "cause",
             "emptyValue": "empty"}}],
         overrides=[{"matcher": {"id": "byName", "options": "target\\probe"}, "properties": [
-            {"id": "custom.cellOptions", "value": {"type": "auto"}},
-            {"id": "displayName", "value": "target \\ probe"}]}],
-        sort_by="target\\probe",
+            {"id": "custom.cellOptions", "value": {"type": "auto"}}]}],
+        sort_by=None,
     )  # fmt: skip
     timeline = state_timeline(
         "Support gaps over time",
@@ -562,7 +561,7 @@ def operations_rows() -> list[Row]:
         "Build info",
         "Version of each exporter instance.",
         "max by (instance, version, python) (dnsgap_build_info)",
-        sort_by="instance",
+        sort_by=None,
     )
     health = Row("Exporter health",
                  [reload_ok, reload_age, in_flight_now, instances, lateness, in_flight,
