@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pytest
 
@@ -453,3 +453,39 @@ def test_metrics_record_dso_facts(serve: Callable[..., refserver.RunningServer])
     assert f"dnsgap_dso_inactivity_timeout_seconds{{{labels}}} 20\n" in text
     assert f"dnsgap_dso_keepalive_interval_seconds{{{labels}}} 60\n" in text
     assert f'dnsgap_dso_sessions_closed_total{{{labels},reason="probe_done"}} 1\n' in text
+
+
+class _UdpDsoResponder(asyncio.DatagramProtocol):
+    """Answers any DSO datagram with a bare NOERROR response (a server that
+    accepts DSO over UDP, which RFC 8490 §5.1 does not allow)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.transport.sendto(_header(struct.unpack_from("!H", data)[0]), addr)
+
+
+def test_dso_answered_over_udp_is_reported_as_dso_over_udp(
+    loop_thread: LoopThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def start() -> asyncio.DatagramTransport:
+        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            _UdpDsoResponder, local_addr=("127.0.0.1", 0))  # fmt: skip
+        return transport
+
+    udp = loop_thread.call(start())
+    port = udp.get_extra_info("sockname")[1]
+    try:
+        result = probe(port, dso_spec(transport=Transport.UDP, allow_udp=True))
+        assert (result.outcome.rcode, result.cause.value) == (0, "dso_over_udp")
+        data = cli_json(capsys, port, "dso_keepalive", "--transport", "udp", "--allow-udp-dso")
+        assert data["cause"] == "dso_over_udp"
+    finally:
+        loop_thread.loop.call_soon_threadsafe(udp.close)
+
+
+def test_echo_over_udp_is_still_an_echo(serve: Callable[..., refserver.RunningServer]) -> None:
+    server = serve(ServerBehaviour(dso="echo"))
+    result = probe(server.port, dso_spec(transport=Transport.UDP, allow_udp=True))
+    assert result.cause.value == "dso_echoed"
