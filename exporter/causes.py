@@ -194,7 +194,9 @@ def _classify_dso(outcome: Outcome, rcode: int) -> Cause:
         return Cause.DSO_TYPE_NOT_IMPLEMENTED
     if outcome.dso is not None and outcome.dso.echoed:
         return Cause.DSO_ECHOED
-    if outcome.transport == "udp" and rcode == NOERROR:
+    if outcome.transport == "udp":
+        # RFC 8490 §4.2: DSO does not apply to UDP, and no answer is prescribed; any
+        # reply but NOTIMP (FORMERR, or an answer as if it were valid) says just that.
         return Cause.DSO_OVER_UDP
     if rcode == NXDOMAIN:
         return Cause.UNEXPECTED_RCODE

@@ -61,6 +61,9 @@ def test_echoed_dso_message_is_its_own_cause() -> None:
 
 def test_dso_answered_over_udp_is_flagged() -> None:
     assert classify(ProbeKind.DSO_KEEPALIVE, reply(0, "udp")) is Cause.DSO_OVER_UDP
+    assert classify(ProbeKind.DSO_KEEPALIVE, reply(1, "udp")) is Cause.DSO_OVER_UDP
+    # NOTIMP still means "no DSO here at all", whatever the transport
+    assert classify(ProbeKind.DSO_KEEPALIVE, reply(4, "udp")) is Cause.DSO_NOT_IMPLEMENTED
 
 
 def test_dso_session_established_is_no_gap() -> None:
