@@ -56,7 +56,9 @@ async def resolve_allowed(host: str, cidrs: tuple[str, ...]) -> str:
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
-    except OSError as exc:
+    except (OSError, UnicodeError, ValueError) as exc:
+        # UnicodeError: the idna codec refuses empty or over-long labels ("a..b");
+        # ValueError: an embedded NUL. Both are bad input, not a server fault.
         raise ProbeRequestError(400, f"cannot resolve {host!r}: {exc}") from None
     addresses = sorted({str(info[4][0]) for info in infos})
     if not addresses:
