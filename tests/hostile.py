@@ -17,7 +17,9 @@ import enum
 import os
 import socket
 import struct
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import dns.exception
 import dns.flags
@@ -27,6 +29,7 @@ import dns.opcode
 import dns.rdatatype
 import dns.rrset
 
+_T = TypeVar("_T")
 _HEADER = struct.Struct("!HHHHHH")
 _QR = 0x8000
 _TC = 0x0200
@@ -353,3 +356,23 @@ class HostileServer:
         if self._tcp is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._tcp.wait_closed(), 2)
+
+
+class BackgroundLoop:
+    """An event loop on its own thread, for servers that a subprocess under test talks
+    to (the exporter process probes them while the test thread waits)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, _T], timeout: float = 10.0) -> _T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()
