@@ -1,0 +1,1 @@
+"""dnsgap's benchmark suite: ``python -m bench [quick|full]`` (see bench/README.md)."""
