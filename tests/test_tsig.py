@@ -1,0 +1,168 @@
+"""TSIG-signed transfer and update probes against a real BIND (named -g on a free
+loopback port) that allows AXFR and UPDATE only with the key: what each mistake
+really looks like on the wire, and the cause dnsgap gives it."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+
+from exporter.causes import Cause
+from exporter.config import ProbeSpec, Target, Transport, TsigKey
+from exporter.kinds import ProbeKind
+from exporter.probes import ProbeResult, run_probe
+from tests.realservers.launch import HOST, ZONE, ZONE_TEXT, free_port, stop
+
+NAMED = shutil.which("named") or "/usr/sbin/named"
+KEY_NAME = "dnsgap-xfr."
+SECRET = base64.b64encode(b"dnsgap-tsig-test-secret-32-bytes").decode()
+RIGHT = TsigKey(KEY_NAME, "hmac-sha256", SECRET)
+WRONG_SECRET = TsigKey(KEY_NAME, "hmac-sha256", base64.b64encode(b"x" * 32).decode())
+UNKNOWN_NAME = TsigKey("nobody-knows-me.", "hmac-sha256", SECRET)
+WRONG_ALGORITHM = TsigKey(KEY_NAME, "hmac-sha512", SECRET)
+
+pytestmark = [
+    pytest.mark.realserver,
+    pytest.mark.skipif(not Path(NAMED).exists(), reason="BIND (named) not installed"),
+]
+
+
+def _named_conf(workdir: Path, port: int) -> Path:
+    zone = workdir / "gap.test.zone"
+    zone.write_text(ZONE_TEXT)
+    conf = workdir / "named.conf"
+    conf.write_text(f"""key "{KEY_NAME}" {{ algorithm hmac-sha256; secret "{SECRET}"; }};
+options {{
+    directory "{workdir}";
+    pid-file "{workdir}/named.pid";
+    session-keyfile "{workdir}/session.key";
+    managed-keys-directory "{workdir}";
+    listen-on port {port} {{ {HOST}; }};
+    listen-on-v6 {{ none; }};
+    recursion no;
+    dnssec-validation no;
+    notify no;
+}};
+controls {{ }};
+zone "{ZONE.rstrip('.')}" {{
+    type primary;
+    file "{zone}";
+    allow-transfer {{ key "{KEY_NAME}"; }};
+    allow-update {{ key "{KEY_NAME}"; }};
+}};
+""")
+    return conf
+
+
+def _answers(port: int) -> bool:
+    query = dns.message.make_query(ZONE, "SOA")
+    try:
+        reply = dns.query.tcp(query, HOST, port=port, timeout=0.5)
+    except (OSError, dns.exception.DNSException):
+        return False
+    return reply.rcode() == dns.rcode.NOERROR
+
+
+@pytest.fixture(scope="module")
+def bind_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    workdir = tmp_path_factory.mktemp("bind-tsig")
+    workdir.chmod(0o755)
+    log = workdir / "named.log"
+    for _ in range(5):
+        port = free_port()
+        conf = _named_conf(workdir, port)
+        with log.open("ab") as sink:
+            process = subprocess.Popen([NAMED, "-g", "-n", "1", "-c", str(conf)], cwd=workdir,
+                                       stdin=subprocess.DEVNULL, stdout=sink,
+                                       stderr=subprocess.STDOUT)  # fmt: skip
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and process.poll() is None and not _answers(port):
+            time.sleep(0.1)
+        if process.poll() is None and _answers(port):
+            break
+        stop(process)
+    else:
+        pytest.fail("named did not start:\n" + log.read_text()[-2000:])
+    try:
+        yield port
+    finally:
+        stop(process)
+
+
+def probe(port: int, kind: ProbeKind, key: TsigKey | None,
+          transport: Transport = Transport.TCP) -> ProbeResult:  # fmt: skip
+    spec = ProbeSpec(name=kind.value, kind=kind, transport=transport, timeout=3.0, zone=ZONE,
+                     tsig_key=key)  # fmt: skip
+    target = Target(name="bind", host=HOST, port=port, probes=(spec,), zone=ZONE)
+    return asyncio.run(run_probe(target, spec))
+
+
+TRANSFER_AND_UPDATE = [(ProbeKind.AXFR, Transport.TCP), (ProbeKind.IXFR, Transport.TCP),
+                       (ProbeKind.UPDATE, Transport.UDP), (ProbeKind.UPDATE, Transport.TCP)]
+IDS = [f"{kind.value}-{transport.value}" for kind, transport in TRANSFER_AND_UPDATE]
+
+
+@pytest.mark.parametrize(("kind", "transport"), TRANSFER_AND_UPDATE, ids=IDS)
+def test_signed_with_the_right_key_bind_allows_it(
+    bind_port: int, kind: ProbeKind, transport: Transport
+) -> None:
+    result = probe(bind_port, kind, RIGHT, transport)
+    assert result.cause is Cause.NONE, result.as_json()
+    assert result.outcome.tsig_error is None
+    if kind is ProbeKind.UPDATE:
+        # The prerequisite on a random name cannot hold: nothing changed.
+        assert result.rcode_label == "NXRRSET"
+
+
+@pytest.mark.parametrize(("kind", "transport"), TRANSFER_AND_UPDATE, ids=IDS)
+def test_unsigned_bind_refuses(bind_port: int, kind: ProbeKind, transport: Transport) -> None:
+    result = probe(bind_port, kind, None, transport)
+    assert result.cause is Cause.REFUSED, result.as_json()
+    assert result.rcode_label == "REFUSED"
+
+
+@pytest.mark.parametrize(("kind", "transport"), TRANSFER_AND_UPDATE, ids=IDS)
+def test_wrong_secret_bind_answers_notauth_with_tsig_badsig(
+    bind_port: int, kind: ProbeKind, transport: Transport
+) -> None:
+    # RFC 8945 §5.2.2: a MAC that does not verify gets NOTAUTH with TSIG error BADSIG.
+    result = probe(bind_port, kind, WRONG_SECRET, transport)
+    assert result.cause is Cause.BAD_SIGNATURE, result.as_json()
+    assert result.outcome.tsig_error == 16
+    assert result.rcode_label == "NOTAUTH"
+
+
+@pytest.mark.parametrize(("kind", "transport"), TRANSFER_AND_UPDATE, ids=IDS)
+def test_unknown_key_name_bind_answers_notauth_with_tsig_badkey(
+    bind_port: int, kind: ProbeKind, transport: Transport
+) -> None:
+    # RFC 8945 §5.2.1: an unknown key name gets NOTAUTH with TSIG error BADKEY.
+    result = probe(bind_port, kind, UNKNOWN_NAME, transport)
+    assert result.cause is Cause.BAD_KEY, result.as_json()
+    assert result.outcome.tsig_error == 17
+    assert result.rcode_label == "NOTAUTH"
+
+
+def test_right_name_wrong_algorithm_is_a_bad_key(bind_port: int) -> None:
+    # BIND looks keys up by name and algorithm: another algorithm is another key.
+    result = probe(bind_port, ProbeKind.AXFR, WRONG_ALGORITHM)
+    assert result.cause is Cause.BAD_KEY, result.as_json()
+
+
+def test_tsig_failures_do_not_show_the_secret_in_the_result(bind_port: int) -> None:
+    for key in (WRONG_SECRET, UNKNOWN_NAME):
+        result = probe(bind_port, ProbeKind.AXFR, key)
+        text = repr(result.as_json())
+        assert key.secret not in text
+        assert SECRET not in text
