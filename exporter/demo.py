@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 
 from exporter import refserver
@@ -40,7 +41,18 @@ DEMO_SERVERS: dict[str, tuple[ServerBehaviour, str]] = {
         ServerBehaviour(dso="full", retry_delay_ms=30_000, retry_grace=1.0),
         "speaks DSO but is busy: sends Retry Delay after the Keepalive",
     ),
+    "demo-regress": (
+        ServerBehaviour(dso="full"),
+        "healthy at start, then a bad upgrade: NOTIMP for UPDATE and DSOTYPENI for "
+        "DNS Push after 45 s (what the DnsgapNew* alerts are for)",
+    ),
 }
+
+#: When demo-regress loses UPDATE and DNS Push. The DnsgapNew* alerts fire on a gap
+#: that was not there before, so the demo needs a healthy-then-gap transition.
+REGRESS_AFTER_SECONDS = 45.0
+#: What demo-regress answers after the regression.
+REGRESSED = ServerBehaviour(update="notimp", dso="no_push")
 
 _DEMO_CONFIG = """\
 # The demo's config: the same format as any dnsgap config file.
@@ -90,6 +102,16 @@ targets:
     zone: demo.example.
     probes:
       - {{name: dso_keepalive, kind: dso_keepalive}}
+  - name: demo-regress
+    server: "127.0.0.1:{demo-regress}"
+    zone: demo.example.
+    probes:
+      # Probed every 2 s so the regression shows up soon after it happens.
+      - {{name: update, kind: update, interval: 2s}}
+      - name: dso_push
+        kind: dso_push_subscribe
+        interval: 2s
+        dso: {{push_name: www.demo.example., push_type: A}}
 """
 
 
@@ -124,13 +146,23 @@ async def _keep_pushing(server: RunningServer) -> None:
         await server.change_rrset("www.demo.example.", "A", [f"192.0.2.{10 + counter % 200}"])
 
 
+async def _regress_later(server: RunningServer, after: float) -> None:
+    """Turn a healthy server into one with gaps; new connections and datagrams see it
+    (a connection keeps the behaviour it started with)."""
+    await asyncio.sleep(after)
+    server.behaviour = dataclasses.replace(server.behaviour, update=REGRESSED.update,
+                                           dso=REGRESSED.dso)  # fmt: skip
+
+
 async def run_demo(listen: str) -> None:
     from exporter.cli import serve
     from exporter.sharding import Shard
 
     servers = await start_demo_servers()
-    pusher = asyncio.get_running_loop().create_task(
-        _keep_pushing(servers.servers["demo-dso-push"]))  # fmt: skip
+    loop = asyncio.get_running_loop()
+    tasks = [loop.create_task(_keep_pushing(servers.servers["demo-dso-push"])),
+             loop.create_task(_regress_later(servers.servers["demo-regress"],
+                                             REGRESS_AFTER_SECONDS))]  # fmt: skip
     try:
         for name, (_, what) in DEMO_SERVERS.items():
             port = servers.servers[name].port
@@ -140,7 +172,8 @@ async def run_demo(listen: str) -> None:
                     ready_message="dnsgap demo: probes run every 10 s; the first NOTIMP "
                     "and DSOTYPENI series appear within seconds. Ctrl-C stops.")  # fmt: skip
     finally:
-        pusher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pusher
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await servers.close()
