@@ -7,6 +7,8 @@
 # The default command listens on 0.0.0.0:18553 whatever http.listen says in
 # the config: inside a container loopback is unreachable from the host. Pass
 # your own command to change that (it replaces CMD; there is no ENTRYPOINT).
+# The HEALTHCHECK asks port 18553: keep that port when you change the command,
+# or pass --health-cmd / --no-healthcheck to docker run.
 
 # Build stage: wheels for dnsgap and its dependencies, so the runtime image
 # carries no build tooling and no source tree.
