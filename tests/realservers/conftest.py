@@ -33,9 +33,9 @@ def _start(
     except MissingServerError as error:
         if os.environ.get("DNSGAP_ALLOW_MISSING_SERVERS") == "1":
             pytest.skip(str(error))
-        pytest.fail(str(error))
+        pytest.fail(str(error), pytrace=False)
     except LaunchError as error:
-        pytest.fail(str(error))
+        pytest.fail(str(error), pytrace=False)
     try:
         yield server
     finally:
