@@ -20,13 +20,13 @@ from exporter.refserver import RunningServer, ServerBehaviour
 DEMO_SERVERS: dict[str, tuple[ServerBehaviour, str]] = {
     "demo-auth": (
         ServerBehaviour(update="notimp", ixfr="notimp", axfr="refused",
-                        unknown_opcode="drop", dso="none"),  # fmt: skip
+                        unknown_opcode="drop", dso="none"),
         "authoritative with gaps: NOTIMP for UPDATE and IXFR, REFUSED for AXFR, "
         "silence for unassigned opcodes, no DSO",
     ),
     "demo-dso-push": (
         ServerBehaviour(dso="full", inactivity_timeout_ms=30_000,
-                        keepalive_interval_ms=20_000),  # fmt: skip
+                        keepalive_interval_ms=20_000),
         "speaks DSO and DNS Push",
     ),
     "demo-dso-nopush": (

@@ -41,9 +41,11 @@ def test_update_has_an_unsatisfiable_prerequisite_on_a_random_name_in_the_zone()
     assert prereq.name.to_text().startswith("dnsgap-")
     assert prereq.name.is_subdomain(dns.name.from_text("gap.test."))
     # RFC 2136 §2.4.1 "RRset exists (value independent)": class ANY, type TXT
-    assert prereq.rdtype == dns.rdatatype.TXT and prereq.deleting == dns.rdataclass.ANY
+    assert prereq.rdtype == dns.rdatatype.TXT
+    assert prereq.deleting == dns.rdataclass.ANY
     # the only update deletes the RRset the prerequisite says exists: a no-op either way
-    assert update.name == prereq.name and update.deleting == dns.rdataclass.ANY
+    assert update.name == prereq.name
+    assert update.deleting == dns.rdataclass.ANY
     assert first.prerequisite[0].name != second.prerequisite[0].name
 
 
