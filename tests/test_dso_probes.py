@@ -292,7 +292,8 @@ def test_dso_over_udp_with_the_opt_in_reports_the_reply(
     server = serve(ServerBehaviour(dso_udp="formerr"))
     result = probe(server.port, dso_spec(transport=Transport.UDP, allow_udp=True))
     assert (result.outcome.transport, result.outcome.rcode) == ("udp", 1)
-    assert result.cause.value == "format_error"
+    # RFC 8490 §4.2 prescribes no answer over UDP: any reply but NOTIMP says "over UDP".
+    assert result.cause.value == "dso_over_udp"
     data = cli_json(capsys, server.port, "dso_keepalive", "--transport", "udp",
                     "--allow-udp-dso")  # fmt: skip
     assert data["rcode"] == "FORMERR"
@@ -383,6 +384,11 @@ async def _hostile_server(answer: Callable[[int], bytes]) -> asyncio.Server:
     return await asyncio.start_server(handle, "127.0.0.1", 0)
 
 
+async def _close_server(server: asyncio.Server) -> None:
+    server.close()  # in the server's own loop: asyncio servers are not thread-safe
+    await server.wait_closed()
+
+
 @pytest.mark.parametrize(("name", "cause"), [
     ("truncated_tlv", "malformed"), ("tlv_past_end", "malformed"),
     ("nonzero_counts", "malformed"), ("garbage", "malformed"), ("flood", "malformed"),
@@ -404,8 +410,7 @@ def test_hostile_replies_fail_promptly_and_the_next_probe_runs(
         data = cli_json(capsys, port, "dso_keepalive")
         assert data["cause"] == cause
     finally:
-        hostile.close()
-        loop_thread.call(hostile.wait_closed())
+        loop_thread.call(_close_server(hostile))
     good = serve()
     assert probe(good.port, dso_spec()).cause.value == "none"
 
@@ -415,7 +420,7 @@ def test_decode_problem_is_the_error_of_a_malformed_reply(loop_thread: LoopThrea
     try:
         result = probe(hostile.sockets[0].getsockname()[1], dso_spec())
     finally:
-        hostile.close()
+        loop_thread.call(_close_server(hostile))
     assert result.outcome.error is not None
     assert result.outcome.error.startswith("tlv_past_end")
 
@@ -430,7 +435,7 @@ def test_keepalive_update_from_the_server_is_adopted(loop_thread: LoopThread) ->
     try:
         result = probe(hostile.sockets[0].getsockname()[1], dso_spec())
     finally:
-        hostile.close()
+        loop_thread.call(_close_server(hostile))
     assert result.outcome.dso is not None
     assert (result.outcome.dso.inactivity_timeout, result.outcome.dso.keepalive_interval) == (
         5.0, 50.0)  # fmt: skip
@@ -466,6 +471,11 @@ class _UdpDsoResponder(asyncio.DatagramProtocol):
         self.transport.sendto(_header(struct.unpack_from("!H", data)[0]), addr)
 
 
+async def _close_datagram(transport: asyncio.DatagramTransport) -> None:
+    transport.close()
+    await asyncio.sleep(0.01)  # the socket is released on the next loop iteration
+
+
 def test_dso_answered_over_udp_is_reported_as_dso_over_udp(
     loop_thread: LoopThread, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -482,7 +492,7 @@ def test_dso_answered_over_udp_is_reported_as_dso_over_udp(
         data = cli_json(capsys, port, "dso_keepalive", "--transport", "udp", "--allow-udp-dso")
         assert data["cause"] == "dso_over_udp"
     finally:
-        loop_thread.loop.call_soon_threadsafe(udp.close)
+        loop_thread.call(_close_datagram(udp))
 
 
 def test_echo_over_udp_is_still_an_echo(serve: Callable[..., refserver.RunningServer]) -> None:
