@@ -13,7 +13,7 @@ from exporter.causes import Cause, classify, rcode_name
 from exporter.config import FallbackSettings, ProbeSpec, Target, TlsSettings, Transport
 from exporter.kinds import ProbeKind
 from exporter.outcome import Outcome, WireEvent
-from exporter.wire import WireRequest, build_request, is_truncated, read_reply
+from exporter.wire import WireRequest, is_truncated, read_reply, request_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +140,7 @@ async def run_outcome(target: Target, spec: ProbeSpec,
     """Run one probe and return what happened on the wire; never raises for server faults."""
     if spec.kind.is_dso:
         return await _run_dso(target, spec, contexts)
-    request = build_request(spec, target.zone)
+    request = request_for(spec, target.zone)
     return await exchange_classic(target, spec, request, contexts)
 
 
