@@ -110,9 +110,9 @@ def ensure_peers_venv() -> str | None:
     return None if binary.exists() else "dns-exporter installed no dns_exporter script"
 
 
-def start_dns_exporter(workdir: Path, server: DnsServer) -> Exporter | None:
+def start_dns_exporter(workdir: Path, server: DnsServer, install: bool) -> Exporter | None:
     binary = PEERS_VENV / "bin" / "dns_exporter"
-    if ensure_peers_venv() is not None:
+    if not binary.exists() and (not install or ensure_peers_venv() is not None):
         return None
     port = procs.free_port()
     proc = procs.start("dns_exporter", [str(binary), "-L", "127.0.0.1", "-p", str(port), "-q"],
@@ -144,14 +144,14 @@ async def _load(url: str, count: int, concurrency: int) -> int:
     return failed
 
 
-def run(workdir: Path, server: DnsServer, count: int, concurrency: int,
-        repeats: int) -> list[PeerResult]:  # fmt: skip
+def run(workdir: Path, server: DnsServer, count: int, concurrency: int, repeats: int, *,
+        install: bool = True) -> list[PeerResult]:  # fmt: skip
     """All exporters run at once; the repeats go round-robin over them, so a noisy
     neighbour on the shared machine hits every exporter alike."""
     starters = [lambda: start_dnsgap(workdir, server, concurrency),
                 lambda: start_blackbox(workdir, server, None),
                 lambda: start_blackbox(workdir, server, 1),
-                lambda: start_dns_exporter(workdir, server)]  # fmt: skip
+                lambda: start_dns_exporter(workdir, server, install)]  # fmt: skip
     exporters: list[Exporter] = []
     try:
         for starter in starters:

@@ -185,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"comma-separated sections of {', '.join(SECTIONS)}")
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.md")
+    parser.add_argument("--no-install", action="store_true",
+                        help="skip dns-exporter unless bench/.venv-peers already has it")
     args = parser.parse_args(argv)
     sections = set(args.only.split(","))
     if sections - set(SECTIONS):
@@ -195,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         server = dnsserver.start_server(workdir)
         try:
-            peer = (peers.run(workdir, server, plan.probes, plan.concurrency, plan.repeats)
-                    if "peers" in sections else [])  # fmt: skip
+            peer = (peers.run(workdir, server, plan.probes, plan.concurrency, plan.repeats,
+                              install=not args.no_install) if "peers" in sections else [])
             fleets = [scheduled.run_one(workdir, server, targets, per, interval=plan.interval,
                                         windows=plan.windows, window=plan.window,
                                         warmup=plan.warmup)
