@@ -19,18 +19,32 @@ _CAUSE_CLASS = {
     Cause.NO_RESPONSE: "silent",
 }
 
-_STYLE = """
-body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}
-h1{font-size:1.4rem} table{border-collapse:collapse;width:100%}
-th,td{border:1px solid #ccc;padding:.35rem .5rem;text-align:left;vertical-align:top;font-size:.9rem}
-th{background:#f3f3f3} td.cause{font-weight:600}
-tr.ok td.cause{background:#d8f5d8} tr.notimp td.cause{background:#ffd6d6}
-tr.dsotypeni td.cause{background:#ffe2b8} tr.nodso td.cause{background:#f0d6ff}
-tr.refused td.cause{background:#fff3b0} tr.silent td.cause{background:#ddd}
-tr.other td.cause{background:#ffe9e0} tr.pending td.cause{background:#fff}
-.legend span{display:inline-block;padding:.1rem .5rem;margin-right:.4rem;border:1px solid #ccc}
-small{color:#666}
-"""
+#: Background of each class; the hues follow the Grafana dashboards (NOTIMP red,
+#: DSOTYPENI purple, no DSO orange, REFUSED yellow, silent blue, ok green) so the page
+#: and the dashboards read alike. Light tints keep black text readable.
+CLASS_COLOURS = {
+    "notimp": "#f4a6a6", "dsotypeni": "#c9b0ee", "nodso": "#ffc285", "refused": "#fbe77a",
+    "silent": "#a9cbf2", "ok": "#bfe8bf", "other": "#dcdcdc", "pending": "#ffffff",
+}  # fmt: skip
+
+_LEGEND = (("notimp", "NOTIMP"), ("dsotypeni", "DSOTYPENI"), ("nodso", "no DSO"),
+           ("refused", "REFUSED"), ("silent", "silent"), ("other", "other gap"),
+           ("ok", "supported"))  # fmt: skip
+
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}"
+    "h1{font-size:1.4rem;margin:0 0 .3rem} h2{font-size:1.1rem;margin:1.2rem 0 .4rem}"
+    "table{border-collapse:collapse;width:100%}"
+    "th,td{border:1px solid #ccc;padding:.35rem .5rem;text-align:left;vertical-align:top;"
+    "font-size:.9rem} th{background:#f3f3f3} td.cause{font-weight:600}"
+    "table#matrix td.target{font-weight:600;white-space:nowrap;width:1%}"
+    "table#gaps td:first-child{white-space:nowrap}"
+    ".chip{display:inline-block;padding:.15rem .45rem;margin:.12rem .25rem .12rem 0;"
+    "border:1px solid rgba(0,0,0,.18);border-radius:3px;font-size:.85rem}"
+    ".chip b{font-weight:600} small{color:#555}"
+    + "".join(f".chip.{c},tr.{c} td.cause{{background:{colour}}}"
+              for c, colour in CLASS_COLOURS.items())
+)  # fmt: skip
 
 
 def _ago(since: float | None, now: float) -> str:
@@ -47,8 +61,10 @@ def render_status_page(pairs: Iterable[PairState], *, reload_ok: bool,
                        reload_error: str | None = None,
                        now: float | None = None) -> str:  # fmt: skip
     now = time.time() if now is None else now
+    ordered = sorted(pairs, key=lambda p: (p.target, p.probe))
     rows = []
-    for pair in sorted(pairs, key=lambda p: (p.target, p.probe)):
+    chips: dict[str, list[str]] = {}
+    for pair in ordered:
         if pair.cause is None:
             css, cause_text, rcode, remedy = "pending", "pending", "-", "Not run yet."
         else:
@@ -67,24 +83,43 @@ def render_status_page(pairs: Iterable[PairState], *, reload_ok: bool,
             f'<td class="cause">{html.escape(cause_text)}</td><td>{html.escape(rcode)}</td>'
             f"<td>{_ago(pair.since, now)}</td><td>{html.escape(remedy)}{error}</td></tr>"
         )
+        # The matrix: one line per target, one coloured cell per probe; the cause and
+        # its remediation are in the tooltip and in the detail table below.
+        chips.setdefault(pair.target, []).append(
+            f'<span class="chip {css}" data-probe="{html.escape(pair.probe)}" '
+            f'data-cause="{html.escape(cause_text)}" '
+            f'title="{html.escape(cause_text)} ({html.escape(rcode)}): {html.escape(remedy)}">'
+            f"{html.escape(pair.probe)}: <b>{html.escape(_SHORT.get(css, cause_text))}</b></span>"
+        )
+    matrix = "".join(
+        f'<tr data-target="{html.escape(target)}"><td class=target>{html.escape(target)}</td>'
+        f"<td>{''.join(cells)}</td></tr>"
+        for target, cells in chips.items()
+    )
+    gaps = sum(1 for p in ordered if p.cause is not None and p.cause is not Cause.NONE)
     reload_line = "config: loaded" if reload_ok else (
         f"config reload FAILED, running the last good config: {html.escape(reload_error or '')}"
     )  # fmt: skip
+    legend = "".join(f'<span class="chip {c}">{text}</span>' for c, text in _LEGEND)
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         "<meta name=viewport content='width=device-width,initial-scale=1'>"
         f"<title>dnsgap: DNS support gaps</title><style>{_STYLE}</style></head><body>"
         f"<h1>dnsgap {html.escape(__version__)}: DNS support gaps</h1>"
-        f"<p>{reload_line} &middot; <a href=metrics>/metrics</a> &middot; "
+        f"<p>{len(chips)} targets, {len(ordered)} probes, {gaps} showing a gap &middot; "
+        f"{reload_line} &middot; <a href=metrics>/metrics</a> &middot; "
         "<a href=-/healthy>/-/healthy</a></p>"
-        "<p class=legend><span style='background:#ffd6d6'>NOTIMP</span>"
-        "<span style='background:#ffe2b8'>DSOTYPENI</span>"
-        "<span style='background:#f0d6ff'>no DSO</span>"
-        "<span style='background:#fff3b0'>REFUSED</span>"
-        "<span style='background:#ddd'>silent</span>"
-        "<span style='background:#d8f5d8'>supported</span></p>"
+        f"<p class=legend>{legend}</p>"
+        "<h2>Gap matrix: targets x probes, latest outcome</h2>"
+        f"<table id=matrix><tbody>{matrix}</tbody></table>"
+        "<h2>Details and remediation</h2>"
         "<table id=gaps><thead><tr><th>target</th><th>probe</th><th>kind</th><th>cause</th>"
         "<th>last rcode</th><th>since</th><th>remediation</th></tr></thead><tbody>"
         + "".join(rows)
         + "</tbody></table></body></html>"
     )
+
+
+#: The matrix cells' short text per class (other causes show their own name).
+_SHORT = {"notimp": "NOTIMP", "dsotypeni": "DSOTYPENI", "nodso": "no DSO",
+          "refused": "REFUSED", "silent": "silent", "ok": "ok", "pending": "pending"}  # fmt: skip
