@@ -75,7 +75,7 @@ targets:
     server: "127.0.0.1:{demo-dso-push}"
     zone: demo.example.
     probes:
-      - {{name: dso_keepalive, kind: dso_keepalive}}
+      - {{name: dso_keepalive, kind: dso_keepalive, dso: {{persistent: true}}}}
       - {{name: dso_tlv, kind: dso_tlv}}
       - name: dso_push
         kind: dso_push_subscribe

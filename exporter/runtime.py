@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from exporter import config as config_module
+from exporter import dso_client
 from exporter.config import Config, ConfigError, ProbeSpec, Target
 from exporter.kinds import ProbeKind
 from exporter.metrics import MetricsState
@@ -49,6 +50,9 @@ class Exporter:
         self.scheduler = ProbeScheduler(self.state, self.run_probe, config.scheduler)
         self.last_reload_error: str | None = None
         self.ready = False
+        # Persistent DSO sessions end on their own schedule (server close, Retry Delay,
+        # inactivity): count each end where every other DSO fact lands.
+        dso_client.default_pool.on_session_closed = self.state.record_session_closed
         self._adopt(config)
         self.state.record_reload(True)
 
@@ -68,6 +72,7 @@ class Exporter:
     async def stop(self) -> None:
         self.ready = False
         await self.scheduler.stop()
+        await dso_client.close_all()
 
     def reload(self) -> ReloadResult:
         """Load the config file again; on any error keep running the last good config."""
