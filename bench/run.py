@@ -64,6 +64,12 @@ def machine() -> str:
             f"Python {platform.python_version()}")  # fmt: skip
 
 
+def _load() -> str:
+    import os
+
+    return " / ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
 def _mb(value: float) -> str:
     return f"{value / 1e6:.0f}"
 
@@ -78,6 +84,8 @@ def render(mode: str, plan: Plan, server: str, started: float, *, peer: list[pee
     when = datetime.datetime.fromtimestamp(started, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     out = [f"# dnsgap bench: {mode} mode, {when}", "",
            f"- Machine: {machine()}", f"- DNS server probed: {server} on 127.0.0.1",
+           f"- Load average at the end (1/5/15 min): {_load()}: the machine is shared; "
+           "figures from a loaded machine carry its noise.",
            f"- Took {time.time() - started:.0f} s wall. Figures: median (min-max) over "
            "repeats; CPU is user+system time of the measured process itself.", ""]  # fmt: skip
     blackbox = next((p for p in peer if p.name == "blackbox_exporter"), None)
