@@ -11,6 +11,7 @@ import base64
 import binascii
 import difflib
 import enum
+import functools
 import importlib.resources
 import ipaddress
 import json
@@ -444,15 +445,31 @@ def _line(node: yaml.Node) -> int:
     return int(node.start_mark.line) + 1
 
 
-def _compose(text: str, source: str) -> yaml.Node | None:
+#: libyaml when present: the config of a large fleet composes ~10x faster.
+_FAST_LOADER: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(
+    yaml, "CSafeLoader", yaml.SafeLoader
+)
+#: What libyaml names every mark; such nodes come from the file being parsed.
+_UNNAMED = "<unicode string>"
+
+
+def _compose(text: str, source: str, *, fast: bool = True) -> yaml.Node | None:
+    """The node tree (with line marks) of one YAML document; errors become ConfigError.
+
+    ``fast=False`` uses the pure-Python loader, whose marks carry ``source``
+    (for preset files, whose errors must not name the user's file).
+    """
+    loader: yaml.SafeLoader | yaml.CSafeLoader | None = None
     try:
-        loader = yaml.SafeLoader(text)
-    except yaml.reader.ReaderError as exc:  # non-printable characters
+        if fast:
+            loader = _FAST_LOADER(text)
+        else:
+            loader = slow = yaml.SafeLoader(text)
+            slow.name = source  # marks name the preset file
+        return loader.get_single_node()
+    except yaml.reader.ReaderError as exc:  # control characters
         line = text[: exc.position or 0].count("\n") + 1
         raise ConfigError(source, line, "(yaml)", f"printable YAML text ({exc.reason})") from None
-    loader.name = source  # marks (and so errors) name the file
-    try:
-        return loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         mark_line = None if mark is None else mark.line + 1
@@ -461,7 +478,8 @@ def _compose(text: str, source: str) -> yaml.Node | None:
     except yaml.YAMLError as exc:
         raise ConfigError(source, None, "(yaml)", f"valid YAML ({exc})") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 class _Ctx:
@@ -477,7 +495,9 @@ class _Ctx:
         if node is None:
             err = ConfigError(self.source, None, key, message)
         else:
-            err = ConfigError(str(node.start_mark.name), _line(node), key, message)
+            name = str(node.start_mark.name)
+            path = self.source if name == _UNNAMED else name
+            err = ConfigError(path, _line(node), key, message)
         if str(err) not in self._seen:  # a bad template shows once, not once per use
             self._seen.add(str(err))
             self.errors.append(err)
@@ -1373,11 +1393,18 @@ def _survey(ctx: _Ctx, src: _Src, env: _Env) -> tuple[str | None, list[tuple[Pro
 
 
 def _preset_entries(ctx: _Ctx, preset: str) -> list[_Src]:
-    resource = importlib.resources.files("exporter") / "presets" / f"{preset}.yml"
-    root = _compose(resource.read_text(encoding="utf-8"), f"exporter/presets/{preset}.yml")
+    root = _preset_tree(preset)
     if root is None:  # pragma: no cover - shipped presets are not empty
         return []
     return ctx.sequence(root, f"survey[{preset}]") or []
+
+
+@functools.cache
+def _preset_tree(preset: str) -> yaml.Node | None:
+    # Read once per process: a fleet of surveyed targets shares the (read-only) tree.
+    resource = importlib.resources.files("exporter") / "presets" / f"{preset}.yml"
+    text = resource.read_text(encoding="utf-8")
+    return _compose(text, f"exporter/presets/{preset}.yml", fast=False)
 
 
 def _labels(ctx: _Ctx, src: _Src) -> dict[str, str]:
