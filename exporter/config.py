@@ -1046,13 +1046,16 @@ def _build_probe(
     layers: Sequence[tuple[_Layer, bool]],
     keys: Mapping[str, TsigKey],
 ) -> ProbeSpec | None:
-    """Merge layers (later wins; the flag says "set for this probe, not a default")."""
+    """Merge layers, later wins. The flag says "set for this probe" rather than "a
+    default for many probes"; only the former gets kind-specific checks."""
     merged: _Layer = {}
     explicit: set[str] = set()
     for layer, is_explicit in layers:
         merged.update(layer)
         if is_explicit:
             explicit.update(layer)
+        else:
+            explicit.difference_update(layer)
     errors_before = len(ctx.errors)
     if "kind" not in merged:
         ctx.fail(where.node, f"{where.key}.kind", "expected a probe kind (missing)")

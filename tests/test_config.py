@@ -479,3 +479,25 @@ def test_any_text_gives_a_config_or_a_config_error(text: str) -> None:
 def test_self_referencing_merge_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         parse_config("a: &x {<<: *x}\n", "loop.yml")
+
+
+def test_survey_transport_override_keeps_connection_kinds_on_tcp() -> None:
+    config = parse("""
+        targets:
+          - server: 192.0.2.1
+            survey: {preset: authoritative, transport: udp}
+    """)
+    on_tcp = {p.name for p in config.targets[0].probes if p.transport is Transport.TCP}
+    assert on_tcp == {"ixfr", "axfr", "dso_keepalive", "dso_tlv", "dso_push"}
+
+
+def test_survey_over_tls_moves_every_probe_and_the_default_port() -> None:
+    config = parse("""
+        targets:
+          - server: 192.0.2.1
+            tls: {server_name: ns1.example}
+            survey: {preset: authoritative, transport: tls}
+    """)
+    target = config.targets[0]
+    assert target.port == 853
+    assert {p.transport for p in target.probes} == {Transport.TLS}
