@@ -808,7 +808,12 @@ def _build_config(ctx: _Ctx, root: yaml.Node | None) -> Config | None:
         targets=tuple(targets),
         http=http,
         scheduler=scheduler,
-        probes={name: spec for name, (_, spec) in templates.items() if spec is not None},
+        # Templates serve ad-hoc /probe targets, whose zone is the root: bind "@" to it.
+        probes={
+            name: resolve_zone_names(spec, ".")
+            for name, (_, spec) in templates.items()
+            if spec is not None
+        },
         tsig_keys=keys,
         source=ctx.source,
     )

@@ -94,7 +94,7 @@ def test_defaults_layer_under_templates_and_overrides_on_top() -> None:
     soa, soa_tcp = config.targets[0].probes
     assert (soa.interval, soa.timeout, soa.qname) == (120.0, 4.0, "example.org.")
     assert (soa_tcp.interval, soa_tcp.timeout, soa_tcp.transport) == (30.0, 4.0, Transport.TCP)
-    assert config.probes["soa"].qname == "@"  # templates stay zone-independent
+    assert config.probes["soa"].qname == "."  # ad-hoc /probe targets have the root zone
 
 
 def test_server_forms_and_default_ports() -> None:
