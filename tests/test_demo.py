@@ -2,57 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import free_port
+from tests.live_demo import fetch, running_demo, wait_for_metrics
 
 
 @pytest.fixture(scope="module")
 def demo() -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "exporter", "demo", "--listen", f"127.0.0.1:{port}"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _metrics(base: str) -> str:
-    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
-        return str(response.read().decode())
+    with running_demo() as base:
+        yield base
 
 
 def _wait_for(base: str, pattern: str, seconds: float = 15.0) -> str:
-    deadline = time.monotonic() + seconds
-    text = ""
-    while time.monotonic() < deadline:
-        try:
-            text = _metrics(base)
-        except OSError:
-            time.sleep(0.2)
-            continue
-        if re.search(pattern, text, re.MULTILINE):
-            return text
-        time.sleep(0.5)
-    raise AssertionError(f"no line matching {pattern!r} within {seconds}s:\n{text[-3000:]}")
+    return wait_for_metrics(base, pattern, seconds=seconds)
 
 
 def test_demo_shows_a_nonzero_notimp_series_within_15_seconds(demo: str) -> None:
@@ -80,9 +44,7 @@ def test_demo_shows_refused_and_silence(demo: str) -> None:
 
 def test_demo_serves_health_and_status_page(demo: str) -> None:
     _wait_for(demo, r"^dnsgap_build_info")
-    with urllib.request.urlopen(f"{demo}/-/healthy", timeout=5) as response:
-        assert response.status == 200
-    with urllib.request.urlopen(f"{demo}/", timeout=5) as response:
-        page = response.read().decode()
+    assert fetch(f"{demo}/-/healthy") == "OK\n"
+    page = fetch(f"{demo}/")
     assert "<table id=gaps>" in page
     assert "demo-auth" in page
