@@ -6,13 +6,22 @@ import asyncio
 import dataclasses
 import json
 import socket
+import ssl
+import subprocess
 
 import pytest
 
 from exporter import refserver
 from exporter.causes import Cause
 from exporter.cli import main
-from exporter.config import EdnsSettings, FallbackSettings, ProbeSpec, Target, Transport
+from exporter.config import (
+    EdnsSettings,
+    FallbackSettings,
+    ProbeSpec,
+    Target,
+    TlsSettings,
+    Transport,
+)
 from exporter.kinds import ProbeKind
 from exporter.probes import ProbeResult, run_probe
 from exporter.refserver import ServerBehaviour
@@ -175,3 +184,97 @@ def test_cli_readable_line_names_rcode_cause_and_remedy(
     out = capsys.readouterr().out
     assert "REFUSED -> cause=refused" in out
     assert "ACL" in out
+
+
+def test_ipv6_servers_are_probed_over_udp_and_tcp() -> None:
+    async def scenario() -> list[ProbeResult]:
+        server = await refserver.start(GAPS, host="::1")
+        try:
+            results = []
+            for transport in (Transport.UDP, Transport.TCP):
+                spec = probe_spec(ProbeKind.UPDATE, transport)
+                target = Target("v6", "::1", server.port, (spec,), zone=ZONE)
+                results.append(await run_probe(target, spec))
+            return results
+        finally:
+            await server.close()
+
+    results = asyncio.run(scenario())
+    assert [(r.rcode_label, r.cause) for r in results] == [
+        ("NOTIMP", Cause.NOT_IMPLEMENTED)] * 2
+
+
+def test_cli_accepts_bracketed_ipv6_server(capsys: pytest.CaptureFixture[str]) -> None:
+    async def scenario() -> int:
+        server = await refserver.start(GAPS, host="::1")
+        try:
+            return await asyncio.to_thread(main, [
+                "probe", f"[::1]:{server.port}", "--kind", "axfr", "--zone", ZONE, "--json"])
+        finally:
+            await server.close()
+
+    assert asyncio.run(scenario()) == 0
+    assert json.loads(capsys.readouterr().out)["cause"] == "refused"
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=dns.test", "-addext", "subjectAltName=DNS:dns.test",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return str(cert), str(key)
+
+
+def _tls_run(tls_files: tuple[str, str], settings: TlsSettings) -> ProbeResult:
+    cert, key = tls_files
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    async def scenario() -> ProbeResult:
+        server = await refserver.start(GAPS, ssl_context=context)
+        try:
+            assert server.tls_port is not None
+            spec = probe_spec(ProbeKind.UPDATE, Transport.TLS)
+            target = Target("dot", "127.0.0.1", server.tls_port, (spec,), zone=ZONE,
+                            tls=settings)  # fmt: skip
+            return await run_probe(target, spec)
+        finally:
+            await server.close()
+
+    return asyncio.run(scenario())
+
+
+def test_tls_probe_verifies_the_server_certificate(tls_files: tuple[str, str]) -> None:
+    settings = TlsSettings(ca_file=tls_files[0], server_name="dns.test")
+    result = _tls_run(tls_files, settings)
+    assert (result.rcode_label, result.cause, result.outcome.transport) == (
+        "NOTIMP", Cause.NOT_IMPLEMENTED, "tls")
+
+
+def test_tls_probe_with_an_unknown_ca_is_a_tls_error(tls_files: tuple[str, str]) -> None:
+    result = _tls_run(tls_files, TlsSettings(server_name="dns.test"))
+    assert result.cause is Cause.TLS_ERROR
+    assert "certificate" in (result.outcome.error or "").lower()
+
+
+def test_tls_probe_with_the_wrong_server_name_is_a_tls_error(tls_files: tuple[str, str]) -> None:
+    result = _tls_run(tls_files, TlsSettings(ca_file=tls_files[0], server_name="other.test"))
+    assert result.cause is Cause.TLS_ERROR
+
+
+def test_check_config_accepts_the_examples_and_rejects_a_broken_file(
+    tmp_path: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check-config", "config/example.yml"]) == 0
+    assert "OK" in capsys.readouterr().out
+    broken = tmp_path / "broken.yml"  # type: ignore[operator]
+    broken.write_text("targets:\n  - name: a\n    server: 127.0.0.1:53\n    intervall: 5s\n")
+    assert main(["check-config", str(broken)]) == 1
+    err = capsys.readouterr().err
+    assert f"{broken}:4" in err
+    assert "intervall" in err
