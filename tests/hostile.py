@@ -229,6 +229,8 @@ class HostileServer:
         self.stats = HostileStats()
         #: Seconds LATE_REPLY waits before answering.
         self.late_delay = 2.0
+        #: Seconds ACCEPT_NO_READ holds a connection before closing it.
+        self.hold = 30.0
         #: Unsolicited messages the DSO flood modes send.
         self.flood = 5000
         self._tcp: asyncio.Server | None = None
@@ -288,7 +290,10 @@ class HostileServer:
 
     async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.mode is Mode.ACCEPT_NO_READ:
-            await self._closing.wait()
+            # Hold the connection (unread) for a while, then let it go: a long soak
+            # must not pile up server-side sockets.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), self.hold)
             return
         while True:
             (length,) = struct.unpack("!H", await reader.readexactly(2))

@@ -361,12 +361,13 @@ def test_successful_reload_keeps_counters_of_unchanged_pairs_and_drops_deleted_s
 
 
 @contextlib.contextmanager
-def exporter_process(config: Path, port: int, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
+def exporter_process(config: Path, port: int,
+                     *global_options: str) -> Iterator[subprocess.Popen[bytes]]:
     log = config.with_suffix(".log")
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "serve", "--config", str(config),
-             "--listen", f"127.0.0.1:{port}", *extra],
+            [sys.executable, "-m", "exporter", *global_options, "serve", "--config",
+             str(config), "--listen", f"127.0.0.1:{port}"],
             stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).parent.parent,
         )  # fmt: skip
     try:
