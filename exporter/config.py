@@ -510,12 +510,21 @@ class _Ctx:
         except Exception:  # unknown tags, impossible dates: any failure is "not a value"
             raise _WantError("a plain YAML value") from None
 
-    def get(self, src: _Src, parse: Callable[[_Ctx, yaml.Node], _T]) -> _T | None:
-        """Parse one value; on failure record ``expected (got X)`` and return None."""
+    def get(
+        self, src: _Src, parse: Callable[[_Ctx, yaml.Node], _T], *, secret: bool = False
+    ) -> _T | None:
+        """Parse one value; on failure record ``expected (got X)`` and return None.
+
+        ``secret=True`` keeps the value out of the message: config errors reach
+        logs and the status page, and a near-miss secret is still a secret.
+        """
         try:
             return parse(self, src.node)
         except _WantError as bad:
-            self.fail(src.node, src.key, f"expected {bad} (got {_got(src.node)})")
+            got = _got(src.node)
+            if secret and isinstance(src.node, yaml.ScalarNode):
+                got = f"{len(str(src.node.value))} characters, not shown"
+            self.fail(src.node, src.key, f"expected {bad} (got {got})")
             return None
 
     def mapping(
@@ -837,7 +846,7 @@ def _tsig_keys(ctx: _Ctx, src: _Src) -> dict[str, TsigKey]:
         else:
             ctx.fail(entry.node, f"{entry.key}.algorithm", "expected a TSIG algorithm (missing)")
         if "secret" in fields:
-            secret = ctx.get(fields["secret"], _base64)
+            secret = ctx.get(fields["secret"], _base64, secret=True)
         else:
             ctx.fail(entry.node, f"{entry.key}.secret", "expected a base64 secret (missing)")
         if key_name and algorithm and secret:

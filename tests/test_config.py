@@ -501,3 +501,15 @@ def test_survey_over_tls_moves_every_probe_and_the_default_port() -> None:
     target = config.targets[0]
     assert target.port == 853
     assert {p.transport for p in target.probes} == {Transport.TLS}
+
+
+def test_a_rejected_tsig_secret_is_not_shown_in_the_error(
+    load_error: Callable[[str], ConfigError],
+) -> None:
+    err = load_error("""
+        tsig_keys:
+          k: {algorithm: hmac-sha256, secret: "c2VjcmV0LXNlY3JldC1zZWNyZXQ"}
+        targets: []
+    """)
+    assert (err.line, err.key) == (2, "tsig_keys.k.secret")
+    assert "c2VjcmV0" not in str(err)
