@@ -695,28 +695,25 @@ def _zone_name(ctx: _Ctx, node: yaml.Node) -> str:
     return name
 
 
-def _rdtype(ctx: _Ctx, node: yaml.Node) -> int:
-    value = ctx.scalar(node)
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535:
-        return value
-    if isinstance(value, str):
-        try:
-            return int(dns.rdatatype.from_text(value.strip()))
-        except (dns.exception.DNSException, ValueError):
-            pass
-    raise _WantError("a record type like SOA, AAAA, TYPE65534 or a number 0-65535")
+def _mnemonic(from_text: Callable[[str], int], what: str) -> Callable[[_Ctx, yaml.Node], int]:
+    """A 16-bit DNS number given as a mnemonic (``SOA``, ``TYPE65534``) or a number."""
+
+    def parse(ctx: _Ctx, node: yaml.Node) -> int:
+        value = ctx.scalar(node)
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535:
+            return value
+        if isinstance(value, str):
+            try:
+                return int(from_text(value.strip()))
+            except (dns.exception.DNSException, ValueError):
+                pass
+        raise _WantError(f"{what} or a number 0-65535")
+
+    return parse
 
 
-def _rdclass(ctx: _Ctx, node: yaml.Node) -> int:
-    value = ctx.scalar(node)
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535:
-        return value
-    if isinstance(value, str):
-        try:
-            return int(dns.rdataclass.from_text(value.strip()))
-        except (dns.exception.DNSException, ValueError):
-            pass
-    raise _WantError("a class like IN, CH, CLASS3 or a number 0-65535")
+_rdtype = _mnemonic(dns.rdatatype.from_text, "a record type like SOA, AAAA, TYPE65534")
+_rdclass = _mnemonic(dns.rdataclass.from_text, "a class like IN, CH, CLASS3")
 
 
 def _hex(ctx: _Ctx, node: yaml.Node) -> bytes:
@@ -883,17 +880,23 @@ def _http(ctx: _Ctx, src: _Src) -> HttpSettings:
     return out
 
 
+#: Parses one YAML value, raising _WantError.
+_Parser = Callable[[_Ctx, yaml.Node], Any]
+_ENDPOINT_FIELDS: Mapping[str, tuple[str, _Parser]] = {
+    "allow_adhoc": ("allow_adhoc", _bool),
+    "max_concurrency": ("max_concurrency", _int_in(1, 65535)),
+    "max_per_client": ("max_per_client", _int_in(1, 65535)),
+}
+_SCHEDULER_FIELDS: Mapping[str, tuple[str, _Parser]] = {
+    "max_concurrency": ("max_concurrency", _int_in(1, 1_000_000)),
+    "jitter": ("jitter", _fraction),
+    "duration_histogram": ("duration_histogram", _bool),
+}
+
+
 def _endpoint(ctx: _Ctx, src: _Src) -> ProbeEndpointSettings:
     fields = ctx.mapping(src.node, src.key, _ENDPOINT_KEYS) or {}
-    values: dict[str, Any] = {}
-    parsers: dict[str, Callable[[_Ctx, yaml.Node], Any]] = {
-        "allow_adhoc": _bool,
-        "max_concurrency": _int_in(1, 65535),
-        "max_per_client": _int_in(1, 65535),
-    }
-    for name, parse in parsers.items():
-        if name in fields and (value := ctx.get(fields[name], parse)) is not None:
-            values[name] = value
+    values = _fields(ctx, fields, "", _ENDPOINT_FIELDS)
     if "adhoc_cidrs" in fields:
         items = ctx.sequence(fields["adhoc_cidrs"].node, fields["adhoc_cidrs"].key) or []
         cidrs = [c for c in (ctx.get(i, _cidr) for i in items) if c is not None]
@@ -903,16 +906,7 @@ def _endpoint(ctx: _Ctx, src: _Src) -> ProbeEndpointSettings:
 
 def _scheduler(ctx: _Ctx, src: _Src) -> SchedulerSettings:
     fields = ctx.mapping(src.node, src.key, _SCHEDULER_KEYS) or {}
-    values: dict[str, Any] = {}
-    parsers: dict[str, Callable[[_Ctx, yaml.Node], Any]] = {
-        "max_concurrency": _int_in(1, 1_000_000),
-        "jitter": _fraction,
-        "duration_histogram": _bool,
-    }
-    for name, parse in parsers.items():
-        if name in fields and (value := ctx.get(fields[name], parse)) is not None:
-            values[name] = value
-    return SchedulerSettings(**values)
+    return SchedulerSettings(**_fields(ctx, fields, "", _SCHEDULER_FIELDS))
 
 
 # -- probes ----------------------------------------------------------------------
@@ -1003,9 +997,8 @@ def _unknown_template(name: str, env: _Env) -> str:
     )
 
 
-_ProbeParser = Callable[[_Ctx, yaml.Node], Any]
 #: Config key -> (ProbeSpec field, parser) for the flat fields.
-_PROBE_FIELDS: Mapping[str, tuple[str, _ProbeParser]] = {
+_PROBE_FIELDS: Mapping[str, tuple[str, _Parser]] = {
     "interval": ("interval", _positive_duration),
     "timeout": ("timeout", _positive_duration),
     "qname": ("qname", _dns_name),
@@ -1020,7 +1013,7 @@ _PROBE_FIELDS: Mapping[str, tuple[str, _ProbeParser]] = {
     "expect": ("expect", _expect),
     "allow_notify": ("allow_notify", _bool),
 }
-_EDNS_FIELDS: Mapping[str, tuple[str, _ProbeParser]] = {
+_EDNS_FIELDS: Mapping[str, tuple[str, _Parser]] = {
     "enabled": ("enabled", _bool),
     "version": ("version", _int_in(0, 255, "an EDNS version")),
     "payload": ("payload", _int_in(512, 65535, "a UDP payload size")),
@@ -1028,7 +1021,7 @@ _EDNS_FIELDS: Mapping[str, tuple[str, _ProbeParser]] = {
     "flags": ("flags", _int_in(0, 0x7FFF, "EDNS flag bits (DO is `do: true`)")),
     "nsid": ("nsid", _bool),
 }
-_DSO_FIELDS: Mapping[str, tuple[str, _ProbeParser]] = {
+_DSO_FIELDS: Mapping[str, tuple[str, _Parser]] = {
     "inactivity_timeout": ("inactivity_timeout", _duration),
     "keepalive_interval": ("keepalive_interval", _duration),
     "tlv_type": ("tlv_type", _int_in(1, 65535, "a DSO TLV type")),
@@ -1043,7 +1036,7 @@ _DSO_FIELDS: Mapping[str, tuple[str, _ProbeParser]] = {
 
 
 def _fields(
-    ctx: _Ctx, merged: _Layer, prefix: str, table: Mapping[str, tuple[str, _ProbeParser]]
+    ctx: _Ctx, merged: _Layer, prefix: str, table: Mapping[str, tuple[str, _Parser]]
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, (attr, parse) in table.items():
