@@ -46,7 +46,7 @@ class ConfigError(Exception):
     def __init__(self, path: str, line: int | None, key: str, message: str) -> None:
         self.path, self.line, self.key, self.message = path, line, key, message
         where = f"{path}:{line}" if line is not None else path
-        super().__init__(f"{where}: {key}: {message}")
+        super().__init__(f"{where}: {key or '(top level)'}: {message}")
 
 
 @dataclass(frozen=True, slots=True)
