@@ -7,7 +7,6 @@ import asyncio
 import json
 import ssl
 import struct
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -25,6 +24,7 @@ from exporter.kinds import ProbeKind
 from exporter.metrics import MetricsState
 from exporter.probes import ProbeResult, TlsContexts, run_probe
 from exporter.refserver import ServerBehaviour
+from tests.support import make_self_signed_cert
 
 T = TypeVar("T")
 
@@ -307,14 +307,7 @@ def test_padding_request_is_a_multiple_of_the_block() -> None:
 
 @pytest.fixture
 def tls_files(tmp_path: Path) -> tuple[Path, Path]:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    return cert, key
+    return make_self_signed_cert(tmp_path, "localhost", "127.0.0.1")
 
 
 def test_padding_over_tls_establishes_a_session(

@@ -28,6 +28,7 @@ from exporter.refserver import start as start_refserver
 from exporter.runtime import Exporter
 from tests.conftest import free_port
 from tests.hostile import BackgroundLoop, HostileServer, Mode
+from tests.support import stop_process
 
 ZONE = "demo.example."
 
@@ -374,12 +375,7 @@ def exporter_process(config: Path, port: int,
         wait_http(f"http://127.0.0.1:{port}/-/ready", process)
         yield process
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        stop_process(process)
 
 
 def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:

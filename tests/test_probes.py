@@ -7,7 +7,6 @@ import dataclasses
 import json
 import socket
 import ssl
-import subprocess
 
 import pytest
 
@@ -25,6 +24,7 @@ from exporter.config import (
 from exporter.kinds import ProbeKind
 from exporter.probes import ProbeResult, run_probe
 from exporter.refserver import ServerBehaviour
+from tests.support import make_self_signed_cert
 
 ZONE = "demo.example."
 
@@ -219,14 +219,7 @@ def test_cli_accepts_bracketed_ipv6_server(capsys: pytest.CaptureFixture[str]) -
 
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=dns.test", "-addext", "subjectAltName=DNS:dns.test",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = make_self_signed_cert(tmp_path_factory.mktemp("tls"), "dns.test", ip=None)
     return str(cert), str(key)
 
 

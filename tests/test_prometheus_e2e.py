@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import signal
 import subprocess
 import time
 import urllib.parse
@@ -24,6 +23,7 @@ import yaml
 from exporter.demo import REGRESS_AFTER_SECONDS
 from tests.conftest import free_port
 from tests.live_demo import ROOT, running_demo, wait_for_metrics
+from tests.support import stop_process
 from tests.test_metric_reference import DEMO_INFO_EXTRA_LABELS, readme_metric_table
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -113,12 +113,7 @@ def _running_prometheus(config: Path, storage: Path) -> Iterator[str]:
             time.sleep(0.2)
         yield base
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, grace=15)
         log.close()
 
 

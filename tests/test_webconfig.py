@@ -10,7 +10,6 @@ import contextlib
 import logging
 import shutil
 import ssl
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from exporter.refserver import start as start_refserver
 from exporter.runtime import Exporter
 from exporter.webconfig import load_web_config
 from tests.conftest import free_port
+from tests.support import make_self_signed_cert
 
 PASSWORD = "correct horse battery staple"
 #: A TSIG secret that must never be shown: base64 of a recognisable string.
@@ -36,14 +36,7 @@ pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs o
 
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:
-    cert, key = directory / "server.crt", directory / "server.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
+    return make_self_signed_cert(directory, "localhost", "127.0.0.1")
 
 
 def write_configs(directory: Path, dns_port: int) -> tuple[Path, Path, Path]:

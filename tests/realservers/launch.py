@@ -9,9 +9,7 @@ SOA query over UDP and TCP, and stops it by PID.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -24,6 +22,8 @@ import dns.message
 import dns.query
 import dns.rcode
 import dns.rdatatype
+
+from tests.support import stop_process
 
 HOST = "127.0.0.1"
 ZONE = "gap.test."
@@ -401,16 +401,7 @@ def _wait_ready(process: subprocess.Popen[bytes], port: int) -> bool:
 
 def stop(process: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> None:
     """SIGTERM the daemon by its PID, SIGKILL it after ``grace`` seconds."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(process.pid, signal.SIGTERM)
-    try:
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signal.SIGKILL)
-        process.wait(grace)
+    stop_process(process, grace)
 
 
 def launch(
