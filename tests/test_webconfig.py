@@ -82,10 +82,10 @@ class Secured:
         self.base, self.exporter, self.secrets = base, exporter, secrets
         self.ssl = ssl.create_default_context(cafile=str(cert))
 
-    async def get(self, path: str, auth: aiohttp.BasicAuth | None = None,
+    async def get(self, path: str, auth: dict[str, str] | None = None,
                   method: str = "GET") -> tuple[int, str, dict[str, str]]:  # fmt: skip
         async with aiohttp.ClientSession() as session, session.request(
-            method, self.base + path, auth=auth, ssl=self.ssl
+            method, self.base + path, headers=auth, ssl=self.ssl
         ) as response:
             return response.status, await response.text(), dict(response.headers)
 
@@ -115,7 +115,13 @@ async def secured(tmp_path: Path) -> AsyncIterator[Secured]:
         await dns.close()
 
 
-GOOD = aiohttp.BasicAuth("prometheus", PASSWORD)
+def basic_auth(user: str, password: str) -> dict[str, str]:
+    """The Authorization header a Prometheus scrape with basic_auth sends."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+GOOD = basic_auth("prometheus", PASSWORD)
 
 
 def test_endpoints_need_the_right_credentials_over_tls(tmp_path: Path) -> None:
@@ -125,9 +131,9 @@ def test_endpoints_need_the_right_credentials_over_tls(tmp_path: Path) -> None:
                 status, _, headers = await s.get(path)
                 assert status == 401, path
                 assert headers.get("WWW-Authenticate") == 'Basic realm="dnsgap"'
-                for auth in (aiohttp.BasicAuth("prometheus", "wrong"),
-                             aiohttp.BasicAuth("nobody", PASSWORD),
-                             aiohttp.BasicAuth("prometheus", PASSWORD.upper())):  # fmt: skip
+                for auth in (basic_auth("prometheus", "wrong"),
+                             basic_auth("nobody", PASSWORD),
+                             basic_auth("prometheus", PASSWORD.upper())):  # fmt: skip
                     assert (await s.get(path, auth))[0] == 401, (path, auth)
                 status, body, _ = await s.get(path, GOOD)
                 assert status == 200, (path, body)
@@ -159,7 +165,7 @@ def test_plain_http_to_the_tls_port_gets_no_metrics(tmp_path: Path) -> None:
             plain = s.base.replace("https://", "http://")
             async with aiohttp.ClientSession() as session:
                 with pytest.raises(aiohttp.ClientError):
-                    async with session.get(plain + "/metrics", auth=GOOD) as response:
+                    async with session.get(plain + "/metrics", headers=GOOD) as response:
                         assert "dnsgap_" not in await response.text()
 
     asyncio.run(main())
@@ -169,7 +175,7 @@ def test_untrusted_client_refuses_the_self_signed_certificate(tmp_path: Path) ->
     async def main() -> None:
         async with secured(tmp_path) as s, aiohttp.ClientSession() as session:
             with pytest.raises(aiohttp.ClientConnectorCertificateError):
-                async with session.get(s.base + "/metrics", auth=GOOD,
+                async with session.get(s.base + "/metrics", headers=GOOD,
                                        ssl=ssl.create_default_context()):  # fmt: skip
                     pass
 
