@@ -237,7 +237,9 @@ def id_matches(request: WireRequest, wire: bytes) -> bool:
 #: (event, rcode, error, reply opcode, tsig error, details).
 _Judgement = tuple[WireEvent, int | None, str | None, int | None, int | None,
                    dict[str, object] | None]  # fmt: skip
-_MAX_JUDGEMENTS = 65_536
+_MAX_JUDGEMENTS = 16_384
+#: Replies up to this size are cached: the cache holds at most ~16 MiB of keys.
+_MAX_CACHED_REPLY = 512
 _judgements: dict[tuple[bytes, bytes, bool], _Judgement] = {}
 
 
@@ -262,8 +264,10 @@ def read_reply(
         error = f"reply opcode {opcode} != request opcode {request.opcode}"
         return Outcome(WireEvent.MISMATCHED, raw_rcode, error, transport, opcode,
                        bytes_received=size)
-    if request.keyring is not None:
-        # A signed reply's verdict depends on the request MAC and the clock: never reuse it.
+    if request.keyring is not None or size > _MAX_CACHED_REPLY:
+        # A signed reply's verdict depends on the request MAC and the clock: never reuse
+        # it. Large replies (transfers) are rare and would make the cache's memory
+        # unbounded in practice (65,536 x 64 KiB), so they are parsed every time.
         judgement = _judge(request, wire, raw_rcode, opcode, first_of_transfer)
     else:
         # A monitored server answers the same question with the same bytes run after
