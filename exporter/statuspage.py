@@ -42,6 +42,9 @@ _STYLE = (
     ".chip{display:inline-block;padding:.15rem .45rem;margin:.12rem .25rem .12rem 0;"
     "border:1px solid rgba(0,0,0,.18);border-radius:3px;font-size:.85rem}"
     ".chip b{font-weight:600} small{color:#555}"
+    # A gap the probe expects (BADVERS to EDNS version 1, DSOTYPENI to an unassigned
+    # type) keeps its cause colour but is framed green: it is the healthy answer.
+    ".chip.expected{box-shadow:inset 0 0 0 2px #2a8a2a}"
     + "".join(f".chip.{c},tr.{c} td.cause{{background:{colour}}}"
               for c, colour in CLASS_COLOURS.items())
 )  # fmt: skip
@@ -85,11 +88,15 @@ def render_status_page(pairs: Iterable[PairState], *, reload_ok: bool,
         )
         # The matrix: one line per target, one coloured cell per probe; the cause and
         # its remediation are in the tooltip and in the detail table below.
+        expected = pair.success == 1 and pair.cause not in (None, Cause.NONE)
+        mark = " &#10003;" if expected else ""
+        chip_class = f"chip {css} expected" if expected else f"chip {css}"
         chips.setdefault(pair.target, []).append(
-            f'<span class="chip {css}" data-probe="{html.escape(pair.probe)}" '
+            f'<span class="{chip_class}" data-probe="{html.escape(pair.probe)}" '
             f'data-cause="{html.escape(cause_text)}" '
             f'title="{html.escape(cause_text)} ({html.escape(rcode)}): {html.escape(remedy)}">'
-            f"{html.escape(pair.probe)}: <b>{html.escape(_SHORT.get(css, cause_text))}</b></span>"
+            f"{html.escape(pair.probe)}: <b>{html.escape(_SHORT.get(css, cause_text))}</b>"
+            f"{mark}</span>"
         )
     matrix = "".join(
         f'<tr data-target="{html.escape(target)}"><td class=target>{html.escape(target)}</td>'
@@ -97,6 +104,7 @@ def render_status_page(pairs: Iterable[PairState], *, reload_ok: bool,
         for target, cells in chips.items()
     )
     gaps = sum(1 for p in ordered if p.cause is not None and p.cause is not Cause.NONE)
+    failing = sum(1 for p in ordered if p.success == 0)
     reload_line = "config: loaded" if reload_ok else (
         f"config reload FAILED, running the last good config: {html.escape(reload_error or '')}"
     )  # fmt: skip
@@ -106,7 +114,8 @@ def render_status_page(pairs: Iterable[PairState], *, reload_ok: bool,
         "<meta name=viewport content='width=device-width,initial-scale=1'>"
         f"<title>dnsgap: DNS support gaps</title><style>{_STYLE}</style></head><body>"
         f"<h1>dnsgap {html.escape(__version__)}: DNS support gaps</h1>"
-        f"<p>{len(chips)} targets, {len(ordered)} probes, {gaps} showing a gap &middot; "
+        f"<p>{len(chips)} targets, {len(ordered)} probes, {gaps} showing a gap, "
+        f"{failing} not as expected (&#10003;: the expected answer) &middot; "
         f"{reload_line} &middot; <a href=metrics>/metrics</a> &middot; "
         "<a href=-/healthy>/-/healthy</a></p>"
         f"<p class=legend>{legend}</p>"

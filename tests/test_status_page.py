@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import struct
 import subprocess
+import time
 import zlib
 from collections import Counter
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import pytest
 
 from exporter.causes import REMEDIATION, Cause
 from exporter.statuspage import CLASS_COLOURS
-from tests.live_demo import running_demo, wait_for_metrics
+from tests.live_demo import fetch, running_demo, wait_for_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -58,6 +59,10 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
                          r'cause="dso_type_not_implemented"\} 1',
                          r'^dnsgap_support_gap\{target="demo-auth",probe="opcode15",'
                          r'cause="no_response"\} 1')  # fmt: skip
+        # Every pair has run once (no "pending" cell) before the page is rendered.
+        deadline = time.monotonic() + 30
+        while 'data-cause="pending"' in fetch(f"{base}/") and time.monotonic() < deadline:
+            time.sleep(0.5)
         dom = _chromium(tmp, "--dump-dom", url=f"{base}/")
         _chromium(tmp, f"--screenshot={tmp / 'page.png'}", url=f"{base}/")
     png = (tmp / "page.png").read_bytes()
