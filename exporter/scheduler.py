@@ -129,7 +129,7 @@ class ProbeScheduler:
         self._stopped = False
         self._loop = asyncio.get_running_loop()
         self._aps = AsyncIOScheduler(event_loop=self._loop)
-        self._aps.add_job(self._tick, "interval", seconds=SLOT_SECONDS, id="dnsgap-slot",
+        self._aps.add_job(self._slot, "interval", seconds=SLOT_SECONDS, id="dnsgap-slot",
                           max_instances=1, coalesce=True, misfire_grace_time=None)  # fmt: skip
         self._aps.start()
         self._tick()  # do not wait a whole slot for the first launches
@@ -145,6 +145,14 @@ class ProbeScheduler:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # -- the slot --------------------------------------------------------------------
+
+    async def _slot(self) -> None:
+        # APScheduler's AsyncIOExecutor runs plain functions in a thread pool; the slot
+        # must run on the loop thread, which owns the heap and call_at (not
+        # thread-safe: from a worker thread, launches raced _launch's heap pushes and
+        # waited for the loop's next wake-up; at 50,000 pairs the loop stalled for
+        # seconds, bench/README.md). A coroutine job runs on the loop itself.
+        self._tick()
 
     def _tick(self) -> None:
         loop = self._loop

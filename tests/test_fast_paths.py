@@ -112,3 +112,33 @@ def test_flags_in_details_match_the_reply() -> None:
     request = request_for(_spec(ProbeKind.QUERY), ZONE)
     data = _reply(request, flags=dns.flags.QR | dns.flags.AA)
     assert read_reply(request, data, "udp").details["flags"] == "QR AA"
+
+
+def test_scheduler_slots_run_on_the_event_loop_thread() -> None:
+    """APScheduler runs plain-function jobs in a thread pool; the slot touches the
+    heap and loop.call_at, which only the loop thread may do."""
+    import asyncio
+    import threading
+
+    from exporter.metrics import MetricsState
+    from exporter.scheduler import ProbeScheduler
+
+    async def main() -> set[int]:
+        async def never(*_: object) -> object:
+            raise AssertionError("no pairs, no probes")
+
+        scheduler = ProbeScheduler(MetricsState(), never)  # type: ignore[arg-type]
+        threads: set[int] = set()
+        tick = scheduler._tick
+
+        def recording_tick() -> None:
+            threads.add(threading.get_ident())
+            tick()
+
+        scheduler._tick = recording_tick  # type: ignore[method-assign]
+        scheduler.start()
+        await asyncio.sleep(2.3)  # the start-up slot plus two APScheduler slots
+        await scheduler.stop()
+        return threads
+
+    assert asyncio.run(main()) == {threading.get_ident()}
