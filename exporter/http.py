@@ -127,10 +127,18 @@ class ProbeLimiter:
 LIMITER_KEY: web.AppKey[ProbeLimiter] = web.AppKey("limiter", ProbeLimiter)
 
 
-async def metrics_handler(request: web.Request) -> web.Response:
+async def metrics_handler(request: web.Request) -> web.StreamResponse:
     exporter = request.app[EXPORTER_KEY]
-    return web.Response(body=exporter.state.render().encode(),
-                        headers={"Content-Type": CONTENT_TYPE_METRICS})  # fmt: skip
+    response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_METRICS})
+    response.enable_compression()  # gzip when Prometheus asks for it (it does)
+    await response.prepare(request)
+    for chunk in exporter.state.render_chunks():
+        await response.write(chunk.encode())
+        # Yield to the loop between pieces: a fleet-sized scrape must not hold back
+        # the probes that fall due while it renders.
+        await asyncio.sleep(0)
+    await response.write_eof()
+    return response
 
 
 async def probe_handler(request: web.Request) -> web.Response:

@@ -309,22 +309,44 @@ class MetricsState:
 
         ``include_self=False`` leaves out the exporter's own metrics (for /probe,
         which returns only the metrics of that one probe)."""
+        return "".join(self.render_chunks(include_self=include_self, lines_per_chunk=1 << 62))
+
+    def render_chunks(self, *, include_self: bool = True,
+                      lines_per_chunk: int = 20_000) -> Iterator[str]:  # fmt: skip
+        """The exposition text in pieces of at most ``lines_per_chunk`` samples.
+
+        A fleet's /metrics is a million series: rendered in one go it holds the event
+        loop for seconds (every probe due meanwhile starts late) and the whole text in
+        memory. The HTTP handler writes each piece and yields to the loop between
+        them. Every sample line is read from the state in one step and the families
+        iterate over snapshots, so probes recorded between pieces are safe: a scrape
+        sees each series whole, at some instant during the scrape.
+        """
         out: list[str] = []
         for name, kind, help_text in METRICS:
             if not include_self and name in _SELF:
                 continue
-            lines = list(self._samples(name))
-            if not lines and _TYPES[name] != "counter" and name not in _ALWAYS:
-                continue
-            out.append(f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n")
-            out.extend(lines)
-        return "".join(out)
+            header = f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n"
+            wrote_header = False
+            for line in self._samples(name):
+                if not wrote_header:
+                    out.append(header)
+                    wrote_header = True
+                out.append(line)
+                if len(out) >= lines_per_chunk:
+                    yield "".join(out)
+                    out = []
+            if not wrote_header and (_TYPES[name] == "counter" or name in _ALWAYS):
+                out.append(header)
+        if out:
+            yield "".join(out)
 
     def _samples(self, name: str) -> Iterator[str]:
-        pairs = self.pairs.values()
+        # Snapshots: a reload may add or drop pairs while a chunked scrape is paused.
+        pairs = list(self.pairs.values())
         if name == "dnsgap_probe_responses_total":
             for s in pairs:
-                for (rcode, cause), count in s.responses.items():
+                for (rcode, cause), count in list(s.responses.items()):
                     yield f'{name}{{{s.key},rcode="{rcode}",cause="{cause}"}} {count}\n'
         elif name == "dnsgap_support_gap":
             for s in pairs:
@@ -373,7 +395,7 @@ class MetricsState:
                 if s.kind is ProbeKind.DSO_PUSH_SUBSCRIBE:
                     yield f"{name}{{{s.key}}} {s.push_notifications}\n"
             return
-        for target, d in self.dso.items():
+        for target, d in list(self.dso.items()):
             labels = f'target="{escape_label_value(target)}"'
             if name == "dnsgap_dso_session_established":
                 yield f"{name}{{{labels}}} {d.established}\n"

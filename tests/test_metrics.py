@@ -145,3 +145,26 @@ def test_label_values_are_escaped() -> None:
     state.sync(Config(targets=(odd,)), [(odd, SOA)])
     values = samples(state)
     assert values[key("dnsgap_probe_last_rcode", target='we"ird\\name\n', probe="soa")] == -1
+
+
+def test_chunked_render_is_the_same_text_in_pieces() -> None:
+    state = state_for(*(target(f"ns{i}", UPDATE, SOA) for i in range(30)))
+    chunks = list(state.render_chunks(lines_per_chunk=50))
+    assert len(chunks) > 5
+    assert "".join(chunks) == state.render()
+
+
+def test_a_reload_or_a_probe_between_chunks_does_not_break_the_scrape() -> None:
+    targets = tuple(target(f"ns{i}", UPDATE, SOA) for i in range(30))
+    state = state_for(*targets)
+    pieces = state.render_chunks(lines_per_chunk=10)
+    text = [next(pieces)]
+    # while the scrape is paused: a probe records a new outcome, a reload drops pairs
+    state.record("ns3", "update", result(4, Cause.NOT_IMPLEMENTED))
+    state.record("ns7", "soa", result(None, Cause.NO_RESPONSE, WireEvent.TIMEOUT))
+    kept = targets[:5]
+    state.sync(Config(targets=kept), [(t, s) for t in kept for s in t.probes])
+    text.extend(pieces)
+    families = list(text_string_to_metric_families("".join(text)))
+    assert {family.name for family in families} >= {"dnsgap_probe_responses",
+                                                     "dnsgap_support_gap"}  # fmt: skip
