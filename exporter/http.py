@@ -130,7 +130,6 @@ LIMITER_KEY: web.AppKey[ProbeLimiter] = web.AppKey("limiter", ProbeLimiter)
 async def metrics_handler(request: web.Request) -> web.StreamResponse:
     exporter = request.app[EXPORTER_KEY]
     response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_METRICS})
-    response.enable_compression()  # gzip when Prometheus asks for it (it does)
     await response.prepare(request)
     for chunk in exporter.state.render_chunks():
         await response.write(chunk.encode())
