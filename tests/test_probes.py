@@ -271,3 +271,28 @@ def test_check_config_accepts_the_examples_and_rejects_a_broken_file(
     err = capsys.readouterr().err
     assert f"{broken}:4" in err
     assert "intervall" in err
+
+
+def test_nothing_listening_on_udp_is_connection_refused_not_silence() -> None:
+    # ICMP port unreachable reaches a connected UDP socket as ECONNREFUSED.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    spec = probe_spec(ProbeKind.QUERY, Transport.UDP)
+    target = Target("gone", "127.0.0.1", port, (spec,), zone=ZONE)
+    result = asyncio.run(run_probe(target, spec))
+    assert result.cause is Cause.CONNECTION_REFUSED
+    assert result.duration < 0.5
+
+
+def test_udp_probe_to_a_hostname_resolves_it() -> None:
+    async def scenario() -> ProbeResult:
+        server = await refserver.start(GAPS)
+        try:
+            spec = probe_spec(ProbeKind.UPDATE)
+            target = Target("named", "localhost", server.port, (spec,), zone=ZONE)
+            return await run_probe(target, spec)
+        finally:
+            await server.close()
+
+    assert asyncio.run(scenario()).cause is Cause.NOT_IMPLEMENTED
