@@ -423,10 +423,36 @@ class _Budget:
         return max(0.0, self.deadline - asyncio.get_running_loop().time())
 
 
+#: TLVs a response may lead with when it carries no response primary TLV
+#: (RFC 8490 §5.4.1: only additional TLVs; §7.2: Retry Delay in an error response).
+_RESPONSE_ADDITIONAL_FIRST = frozenset({DsoType.RETRY_DELAY, DsoType.ENCRYPTION_PADDING})
+
+
+def response_type_problem(request_wire: bytes, reply: DsoMessage) -> str | None:
+    """Why a successful response's first TLV cannot answer our request, if it cannot.
+
+    RFC 8490 §5.4.1: a response primary TLV, when present, has the request primary
+    TLV's type. A NOERROR response leading with another type (an unknown one, say)
+    is not an answer to what we asked.
+    """
+    if reply.rcode != NOERROR or not reply.tlvs or len(request_wire) < HEADER_LENGTH + 2:
+        return None
+    asked = int.from_bytes(request_wire[HEADER_LENGTH:HEADER_LENGTH + 2], "big")
+    got = int(reply.tlvs[0].tlv_type)
+    if got == asked or got in _RESPONSE_ADDITIONAL_FIRST:
+        return None
+    return (f"response leads with TLV type {got:#06x}, not the request's {asked:#06x} "
+            "(RFC 8490 §5.4.1)")  # fmt: skip
+
+
 def _reply_outcome(conn: DsoConnection, request_wire: bytes, result: _Reply | Outcome) -> Outcome:
     if isinstance(result, Outcome):
         return result
     reply, reply_wire = result
+    problem = response_type_problem(request_wire, reply)
+    if problem is not None:
+        return Outcome(WireEvent.MALFORMED, rcode=reply.rcode, error=problem,
+                       transport=conn.transport)  # fmt: skip
     if is_echo(request_wire, reply, reply_wire):
         conn.echoed = True
     if reply.rcode != NOERROR:

@@ -358,6 +358,10 @@ HOSTILE: dict[str, Callable[[int], bytes]] = {
     "flood": _flood,
     "non_dso_opcode": lambda i: frame(_header(i, flags=0x8000)),
     "wrong_id": lambda i: frame(_header(i ^ 0x5555)),
+    # NOERROR leading with an unassigned TLV type instead of Keepalive (RFC 8490 §5.4.1)
+    "unknown_tlv": lambda i: frame(_header(i) + struct.pack("!HH", 0xF7F0, 2) + b"\x00\x01"),
+    # a Keepalive TLV is 8 bytes (RFC 8490 §7.1): 4 is a wrong length
+    "keepalive_wrong_length": lambda i: frame(_header(i) + struct.pack("!HHI", 1, 4, 15000)),
 }
 
 
@@ -386,6 +390,7 @@ async def _close_server(server: asyncio.Server) -> None:
     ("truncated_tlv", "malformed"), ("tlv_past_end", "malformed"),
     ("nonzero_counts", "malformed"), ("garbage", "malformed"), ("flood", "malformed"),
     ("non_dso_opcode", "mismatched_reply"), ("wrong_id", "mismatched_reply"),
+    ("unknown_tlv", "malformed"), ("keepalive_wrong_length", "malformed"),
 ])  # fmt: skip
 def test_hostile_replies_fail_promptly_and_the_next_probe_runs(
     name: str, cause: str, loop_thread: LoopThread,
