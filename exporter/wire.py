@@ -210,7 +210,11 @@ def request_for(spec: ProbeSpec, target_zone: str) -> WireRequest:
     if cached is None or cached[0] is not spec:
         if len(_templates) >= _MAX_TEMPLATES:
             _templates.clear()  # a config churning through specs: start over
-        cached = (spec, build_request(spec, target_zone, msg_id=0))
+        built = build_request(spec, target_zone, msg_id=0)
+        # Keep the bytes, not dnspython's Message: tens of objects each, for every
+        # pair of a fleet, all long-lived and traversed by every full GC pass.
+        template = WireRequest(built.wire, 0, built.opcode, built.question)
+        cached = (spec, template)
         _templates[key] = cached
     return cached[1].with_id(random_id())
 
