@@ -22,7 +22,7 @@ from exporter.causes import Cause
 from exporter.config import ProbeSpec, Target, Transport, TsigKey
 from exporter.kinds import ProbeKind
 from exporter.probes import ProbeResult, run_probe
-from tests.realservers.launch import HOST, ZONE, ZONE_TEXT, free_port, stop
+from tests.realservers.launch import HOST, ZONE, ZONE_TEXT, bind_options, free_port, stop
 
 NAMED = shutil.which("named") or "/usr/sbin/named"
 KEY_NAME = "dnsgap-xfr."
@@ -43,19 +43,7 @@ def _named_conf(workdir: Path, port: int) -> Path:
     zone.write_text(ZONE_TEXT)
     conf = workdir / "named.conf"
     conf.write_text(f"""key "{KEY_NAME}" {{ algorithm hmac-sha256; secret "{SECRET}"; }};
-options {{
-    directory "{workdir}";
-    pid-file "{workdir}/named.pid";
-    session-keyfile "{workdir}/session.key";
-    managed-keys-directory "{workdir}";
-    listen-on port {port} {{ {HOST}; }};
-    listen-on-v6 {{ none; }};
-    recursion no;
-    dnssec-validation no;
-    notify no;
-}};
-controls {{ }};
-zone "{ZONE.rstrip('.')}" {{
+""" + bind_options(workdir, port) + f"""zone "{ZONE.rstrip('.')}" {{
     type primary;
     file "{zone}";
     allow-transfer {{ key "{KEY_NAME}"; }};

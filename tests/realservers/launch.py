@@ -120,6 +120,24 @@ def free_port() -> int:
 # --- one builder per server -------------------------------------------------------
 
 
+def bind_options(workdir: Path, port: int) -> str:
+    """named.conf options for a BIND of our own: every file in ``workdir``, loopback
+    only, no recursion, no control channel."""
+    return f"""options {{
+    directory "{workdir}";
+    pid-file "{workdir}/named.pid";
+    session-keyfile "{workdir}/session.key";
+    managed-keys-directory "{workdir}";
+    listen-on port {port} {{ {HOST}; }};
+    listen-on-v6 {{ none; }};
+    recursion no;
+    dnssec-validation no;
+    notify no;
+}};
+controls {{ }};
+"""
+
+
 def _bind(workdir: Path, port: int, open_zone: bool) -> list[str]:
     zone = _zone_file(workdir)
     if open_zone:
@@ -132,19 +150,8 @@ def _bind(workdir: Path, port: int, open_zone: bool) -> list[str]:
         allow-update { none; };"""
     conf = _write(
         workdir / "named.conf",
-        f"""options {{
-    directory "{workdir}";
-    pid-file "{workdir}/named.pid";
-    session-keyfile "{workdir}/session.key";
-    managed-keys-directory "{workdir}";
-    listen-on port {port} {{ {HOST}; }};
-    listen-on-v6 {{ none; }};
-    recursion no;
-    dnssec-validation no;
-    notify no;
-}};
-controls {{ }};
-zone "gap.test" {{
+        bind_options(workdir, port)
+        + f"""zone "gap.test" {{
     type primary;
     file "{zone}";{policy}
 }};
