@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import ipaddress
 import socket
 import ssl
@@ -63,16 +64,20 @@ _MAX_DATAGRAM = 65535
 _MAX_STRAY_DATAGRAMS = 256
 
 
-async def _udp_address(host: str, port: int) -> tuple[socket.AddressFamily, tuple[str, int]]:
-    """Family and address for a UDP exchange; IP literals skip the resolver."""
+@functools.lru_cache(maxsize=65_536)
+def _literal_family(host: str) -> socket.AddressFamily | None:
+    """The family of an IP literal, None for a name (cached: a fleet asks per probe)."""
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-        family, _, _, _, address = infos[0]
-        return family, (str(address[0]), int(address[1]))
-    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-    return family, (host, port)
+        return None
+    return socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+
+
+async def _resolve_udp(host: str, port: int) -> tuple[socket.AddressFamily, tuple[str, int]]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    family, _, _, _, address = infos[0]
+    return family, (str(address[0]), int(address[1]))
 
 
 async def udp_exchange(host: str, port: int, wire: bytes, msg_id: int,
@@ -113,7 +118,11 @@ async def udp_exchange(host: str, port: int, wire: bytes, msg_id: int,
     reading = False
     try:
         async with asyncio.timeout(timeout):
-            family, address = await _udp_address(host, port)
+            literal = _literal_family(host)
+            if literal is None:
+                family, address = await _resolve_udp(host, port)
+            else:
+                family, address = literal, (host, port)
             sock = socket.socket(family, socket.SOCK_DGRAM)
             sock.setblocking(False)
             sock.connect(address)
