@@ -10,6 +10,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import dns.rdataclass
 import dns.rdatatype
@@ -30,6 +31,9 @@ from exporter.config import (
 )
 from exporter.kinds import ProbeKind
 from exporter.sharding import Shard
+
+if TYPE_CHECKING:
+    from exporter.runtime import Exporter
 
 log = logging.getLogger("dnsgap")
 
@@ -237,10 +241,7 @@ async def serve(config: Config, config_path: str | None, listen: str, shard: Sha
         await runner.cleanup()
 
 
-def _reload_on_signal(exporter: object) -> None:
-    from exporter.runtime import Exporter
-
-    assert isinstance(exporter, Exporter)
+def _reload_on_signal(exporter: Exporter) -> None:
     result = exporter.reload()
     log.info("SIGHUP reload: %s", result.message)
 

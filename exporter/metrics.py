@@ -16,12 +16,14 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+import dns.rdatatype
 from prometheus_client.metrics_core import Metric
 
 from exporter import __version__
 from exporter.causes import Cause, possible_gap_causes
 from exporter.config import Config, ProbeSpec, Target
 from exporter.kinds import ProbeKind
+from exporter.outcome import DsoFacts
 from exporter.probes import ProbeResult
 
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -119,33 +121,25 @@ class Histogram:
 
 
 def probe_info_labels(target: Target, spec: ProbeSpec) -> tuple[tuple[str, str], ...]:
-    from exporter.config import Transport
-
     opcode = {ProbeKind.OPCODE: spec.opcode, ProbeKind.UPDATE: 5, ProbeKind.NOTIFY: 4}.get(
         spec.kind, 6 if spec.kind.is_dso else 0
     )
     server = f"[{target.host}]:{target.port}" if ":" in target.host else (
         f"{target.host}:{target.port}")  # fmt: skip
-    qtype = "" if spec.kind.is_dso else str(spec.qtype)
-    if spec.kind is ProbeKind.IXFR:
-        qtype = "251"
-    elif spec.kind is ProbeKind.AXFR:
-        qtype = "252"
-    transport = spec.transport.value if isinstance(spec.transport, Transport) else spec.transport
+    qtype = _TRANSFER_QTYPES.get(spec.kind, spec.qtype)
     return (("target", target.name), ("probe", spec.name), ("server", server),
-            ("kind", spec.kind.value), ("transport", transport), ("opcode", str(opcode)),
-            ("qtype", _qtype_text(qtype)),
+            ("kind", spec.kind.value), ("transport", spec.transport.value),
+            ("opcode", str(opcode)),
+            # DSO probes send no question: an empty qtype (absent in Prometheus).
+            ("qtype", "" if spec.kind.is_dso else dns.rdatatype.to_text(
+                dns.rdatatype.RdataType.make(qtype))),
             # A target's extra labels ride on the info metric only (join on target,
             # probe), so they never multiply the counters' series.
             *sorted(target.labels.items()))  # fmt: skip
 
 
-def _qtype_text(qtype: str) -> str:
-    if not qtype:
-        return ""
-    import dns.rdatatype
-
-    return dns.rdatatype.to_text(dns.rdatatype.RdataType.make(int(qtype)))
+_TRANSFER_QTYPES = {ProbeKind.IXFR: int(dns.rdatatype.IXFR),
+                    ProbeKind.AXFR: int(dns.rdatatype.AXFR)}  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -180,14 +174,17 @@ class PairState:
             self.duration = None
 
 
+#: The rcode label a gap cause's pre-created series carries.
+_CAUSE_RCODES = {
+    Cause.NOT_IMPLEMENTED: "NOTIMP", Cause.DSO_NOT_IMPLEMENTED: "NOTIMP",
+    Cause.DSO_TYPE_NOT_IMPLEMENTED: "DSOTYPENI", Cause.REFUSED: "REFUSED",
+    Cause.NOT_AUTHORIZED: "NOTAUTH", Cause.FORMAT_ERROR: "FORMERR",
+    Cause.SERVER_FAILURE: "SERVFAIL", Cause.BAD_VERSION: "BADVERS",
+}  # fmt: skip
+
+
 def _cause_rcode(cause: Cause) -> str:
-    """The rcode label a gap cause's pre-created series carries."""
-    return {
-        Cause.NOT_IMPLEMENTED: "NOTIMP", Cause.DSO_NOT_IMPLEMENTED: "NOTIMP",
-        Cause.DSO_TYPE_NOT_IMPLEMENTED: "DSOTYPENI", Cause.REFUSED: "REFUSED",
-        Cause.NOT_AUTHORIZED: "NOTAUTH", Cause.FORMAT_ERROR: "FORMERR",
-        Cause.SERVER_FAILURE: "SERVFAIL", Cause.BAD_VERSION: "BADVERS",
-    }.get(cause, "none")  # fmt: skip
+    return _CAUSE_RCODES.get(cause, "none")
 
 
 @dataclass(slots=True)
@@ -283,10 +280,7 @@ class MetricsState:
         elif state.spec.fallback is not None:
             state.fallback_active = 0
 
-    def _record_dso(self, target: str, dso: object) -> None:
-        from exporter.outcome import DsoFacts
-
-        assert isinstance(dso, DsoFacts)
+    def _record_dso(self, target: str, dso: DsoFacts) -> None:
         state = self.dso.setdefault(target, DsoTargetState())
         state.established = int(dso.session_established)
         if dso.inactivity_timeout is not None:
@@ -431,8 +425,9 @@ class MetricsState:
 
 
 _ALWAYS = frozenset({"dnsgap_build_info", "dnsgap_probes_in_flight"})
-_SELF = frozenset(name for name, _, _ in METRICS[METRICS.index(
-    next(m for m in METRICS if m[0] == "dnsgap_build_info")):])
+#: The exporter's own metrics: METRICS from dnsgap_build_info on (left out of /probe).
+_SELF = frozenset(name for name, _, _ in
+                  METRICS[[m[0] for m in METRICS].index("dnsgap_build_info"):])  # fmt: skip
 
 
 def _gap_causes(state: PairState) -> Iterator[str]:

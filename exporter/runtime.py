@@ -91,11 +91,3 @@ class Exporter:
         log.info("config reloaded from %s: %d targets, %d scheduled pairs", self.config_path,
                  len(new.targets), self.scheduler.pair_count)  # fmt: skip
         return ReloadResult(True, "reloaded")
-
-    def find(self, target_name: str, probe_name: str) -> tuple[Target, ProbeSpec] | None:
-        for target in self.config.targets:
-            if target.name == target_name:
-                for spec in target.probes:
-                    if spec.name == probe_name:
-                        return target, spec
-        return None

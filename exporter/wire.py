@@ -232,11 +232,6 @@ def is_truncated(wire: bytes) -> bool:
     return fields is not None and bool(fields[1] & _TC)
 
 
-def id_matches(request: WireRequest, wire: bytes) -> bool:
-    fields = header_fields(wire)
-    return fields is not None and fields[0] == request.msg_id
-
-
 #: What the dnspython half of :func:`read_reply` concluded about a reply:
 #: (event, rcode, error, reply opcode, tsig error, details).
 _Judgement = tuple[WireEvent, int | None, str | None, int | None, int | None,
