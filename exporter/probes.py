@@ -145,14 +145,13 @@ async def run_outcome(target: Target, spec: ProbeSpec,
 
 
 def _fallback_spec(spec: ProbeSpec, fallback: FallbackSettings) -> ProbeSpec:
-    transport = spec.transport
     if fallback.kind is ProbeKind.QUERY and spec.kind.is_dso:
         qname, qtype = spec.dso.push_name, spec.dso.push_type
     else:
         qname, qtype = spec.qname, spec.qtype
     return dataclasses.replace(
         spec, kind=fallback.kind, qname=fallback.qname or qname,
-        qtype=fallback.qtype or qtype, transport=transport, fallback=None,
+        qtype=fallback.qtype or qtype, fallback=None,
     )  # fmt: skip
 
 
