@@ -1,0 +1,180 @@
+"""What a loaded config is: frozen, typed dataclasses (no YAML in sight).
+
+Everything downstream of the loader (scheduler, probes, metrics, HTTP) reads
+these and nothing else.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from exporter.kinds import ProbeKind
+
+DEFAULT_LISTEN = "127.0.0.1:18553"
+
+
+class Transport(enum.StrEnum):
+    UDP = "udp"
+    TCP = "tcp"
+    TLS = "tls"
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """DNS over TLS client settings (RFC 7858); verification is on by default."""
+
+    ca_file: str | None = None
+    server_name: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = field(default=None, repr=False)
+    verify: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class EdnsSettings:
+    """The OPT record we send (RFC 6891). ``enabled=False`` sends none."""
+
+    enabled: bool = True
+    version: int = 0
+    payload: int = 1232
+    dnssec_ok: bool = False
+    #: Extra EDNS header flag bits to set (besides DO): compliance probes set an
+    #: unassigned one, which a server must ignore and clear in its reply.
+    flags: int = 0
+    #: (option code, option data) pairs; unknown codes must be ignored by servers.
+    options: tuple[tuple[int, bytes], ...] = ()
+    nsid: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TsigKey:
+    name: str
+    algorithm: str
+    secret: str = field(repr=False)  # base64; never logged, never a label
+
+    def __str__(self) -> str:
+        return f"TsigKey({self.name}, {self.algorithm}, secret=<redacted>)"
+
+
+@dataclass(frozen=True, slots=True)
+class DsoSettings:
+    """Knobs of the DSO probe kinds (RFC 8490, RFC 8765)."""
+
+    #: Keepalive TLV we propose (RFC 8490 §7.1), in seconds.
+    inactivity_timeout: float = 15.0
+    keepalive_interval: float = 15.0
+    #: TLV type for ``dso_tlv``: by default an unassigned type, outside the
+    #: experimental range 0xF800-0xFBFF that vendors use.
+    tlv_type: int = 0xF7FF
+    #: SUBSCRIBE question for ``dso_push_subscribe``.
+    push_name: str = "."
+    push_type: int = 6  # SOA
+    push_class: int = 1
+    #: How long to wait for PUSH messages after a successful SUBSCRIBE.
+    push_wait: float = 0.0
+    #: Keep one session per target open across probes (keepalives on the
+    #: server-granted interval).
+    persistent: bool = False
+    #: Send DSO over UDP anyway; the result then says ``dso_over_udp``.
+    allow_udp: bool = False
+    #: Padding block size for ``dso_padding`` (RFC 8467 style block padding).
+    padding_block: int = 128
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackSettings:
+    """Traditional query to run when DSO is not available (or AXFR for an IXFR
+    answered with NOTIMP)."""
+
+    kind: ProbeKind = ProbeKind.QUERY
+    qname: str | None = None  # None: the probe's own name
+    qtype: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeSpec:
+    """One configured probe; a target runs several."""
+
+    name: str
+    kind: ProbeKind
+    transport: Transport = Transport.UDP
+    interval: float = 60.0
+    timeout: float = 5.0
+    qname: str = "."
+    qtype: int = 6  # SOA
+    qclass: int = 1
+    recursion_desired: bool = False
+    edns: EdnsSettings = EdnsSettings()
+    #: Zone for ixfr/axfr/update/notify; ``None`` means the target's zone.
+    zone: str | None = None
+    #: IXFR: the serial we claim to have (RFC 1995 §3).
+    serial: int = 0
+    #: ``opcode`` kind: the raw opcode 0-15.
+    opcode: int = 15
+    #: A truncated UDP reply is retried over TCP (RFC 7766); if False it is
+    #: reported as ``truncated``.
+    tcp_fallback: bool = True
+    #: Transfers read only this much before classifying and closing.
+    max_transfer_bytes: int = 65536
+    #: Rcode mnemonics ("NOERROR") and/or cause names ("none") that count as
+    #: healthy for ``dnsgap_probe_success``.
+    expect: frozenset[str] = frozenset({"none"})
+    tsig_key: TsigKey | None = None
+    dso: DsoSettings = DsoSettings()
+    fallback: FallbackSettings | None = None
+    #: ``notify`` probes only run when this is True (they make secondaries refresh).
+    allow_notify: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    name: str
+    host: str
+    port: int
+    probes: tuple[ProbeSpec, ...]
+    zone: str = "."
+    tls: TlsSettings = TlsSettings()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    #: The built-in survey preset the target asked for ("authoritative",
+    #: "recursive"), if any; its probes are already in ``probes``.
+    survey: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeEndpointSettings:
+    """``GET /probe`` policy: configured targets only, unless ad-hoc is allowed."""
+
+    allow_adhoc: bool = False
+    adhoc_cidrs: tuple[str, ...] = ()
+    max_concurrency: int = 16
+    max_per_client: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    listen: str = DEFAULT_LISTEN
+    #: Exporter-toolkit style web config file (TLS, basic auth).
+    web_config_file: str | None = None
+    probe: ProbeEndpointSettings = ProbeEndpointSettings()
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerSettings:
+    max_concurrency: int = 256
+    #: Fraction of the interval over which a probe's first run is spread.
+    jitter: float = 1.0
+    #: Drop the per-probe duration histogram (fleet scale: fewer series).
+    duration_histogram: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    targets: tuple[Target, ...]
+    http: HttpSettings = HttpSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+    #: Named probe templates (config ``probes:`` section).
+    probes: Mapping[str, ProbeSpec] = field(default_factory=dict)
+    tsig_keys: Mapping[str, TsigKey] = field(default_factory=dict)
+    source: str = "<built-in>"

@@ -1,0 +1,192 @@
+"""The ``targets:`` section: servers, their zone, labels, TLS and probes.
+
+Names starting with ``_`` are private to the ``exporter.config`` package.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from exporter.config.located import _Ctx, _Src
+from exporter.config.presets import _survey
+from exporter.config.probe_specs import _Env, _probe_entry, resolve_zone_names
+from exporter.config.scalars import _bool, _label_value, _opt_str, _str, _zone_name
+from exporter.config.schema import ProbeSpec, Target, TlsSettings, Transport
+from exporter.config.values import parse_server
+
+_LABEL_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+
+#: Label names the exporter's own metrics use (or Prometheus reserves).
+RESERVED_LABELS = frozenset({
+    "target", "probe", "kind", "rcode", "cause", "transport", "opcode", "server", "zone",
+    "survey", "dso_type", "instance", "job", "le", "quantile",
+})  # fmt: skip
+
+
+_TARGET_KEYS = ("name", "server", "zone", "tls", "labels", "survey", "probes")
+
+
+_TLS_KEYS = ("ca_file", "server_name", "cert_file", "key_file", "verify")
+
+
+def _targets(ctx: _Ctx, src: _Src, env: _Env) -> list[Target]:
+    out: list[Target] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(ctx.sequence(src.node, src.key) or []):
+        target = _target(ctx, item, env)
+        name = target.name if target else _peek_name(item.node)
+        if name is not None and name in seen:
+            first = f"{src.key}[{seen[name]}]"
+            ctx.fail(
+                item.node,
+                f"{item.key}.name",
+                f"expected a unique target name (got {name!r} again; first at {first})",
+            )
+            continue
+        if name is not None:
+            seen[name] = index
+        if target is not None:
+            out.append(target)
+    return out
+
+
+def _peek_name(node: yaml.Node) -> str | None:
+    """A broken target's name (or server), so duplicates still show up."""
+    if isinstance(node, yaml.MappingNode):
+        found = {
+            k.value: v.value
+            for k, v in node.value
+            if isinstance(k, yaml.ScalarNode) and isinstance(v, yaml.ScalarNode)
+        }
+        name = found.get("name", found.get("server"))
+        return name if isinstance(name, str) else None
+    return None
+
+
+def _target(ctx: _Ctx, src: _Src, env: _Env) -> Target | None:
+    fields = ctx.mapping(src.node, src.key, _TARGET_KEYS)
+    if fields is None:
+        return None
+    errors_before = len(ctx.errors)
+    if "server" not in fields:
+        ctx.fail(src.node, f"{src.key}.server", "expected host:port or a hostname (missing)")
+        return None
+    server = ctx.get(fields["server"], _str)
+    name = ctx.get(fields["name"], _str) if "name" in fields else server
+    zone = ctx.get(fields["zone"], _zone_name) if "zone" in fields else "."
+    zone = zone or "."
+    labels = _labels(ctx, fields["labels"]) if "labels" in fields else {}
+
+    probes: list[tuple[ProbeSpec, _Src]] = []
+    survey: str | None = None
+    if "survey" in fields:
+        survey, surveyed = _survey(ctx, fields["survey"], env)
+        probes.extend(surveyed)
+    if "probes" in fields:
+        for item in ctx.sequence(fields["probes"].node, fields["probes"].key) or []:
+            spec = _probe_entry(ctx, item, env)
+            if spec is not None:
+                probes.append((spec, item))
+    if "survey" not in fields and "probes" not in fields:
+        ctx.fail(src.node, f"{src.key}.probes", "expected `probes:` or `survey:` (got neither)")
+    specs = _unique_probes(ctx, probes)
+    specs = [resolve_zone_names(s, zone) for s in specs]
+
+    uses_tls = {s.transport is Transport.TLS for s in specs}
+    if len(uses_tls) > 1:
+        ctx.fail(
+            src.node,
+            src.key,
+            "expected all probes of a target over tls or none: a "
+            "server port speaks either TLS or plain DNS; add a second target for the "
+            "TLS port (got a mix)",
+        )
+    all_tls = uses_tls == {True}
+    tls = TlsSettings()
+    if "tls" in fields:
+        tls = _tls(ctx, fields["tls"])
+        if not all_tls and specs:
+            ctx.fail(
+                fields["tls"].node,
+                fields["tls"].key,
+                "expected `tls:` only on a target whose probes use transport tls "
+                "(got probes over udp/tcp)",
+            )
+    host, port = "", 0
+    if server is not None:
+        try:
+            host, port = parse_server(server, 853 if all_tls else 53)
+        except ValueError as exc:
+            ctx.fail(
+                fields["server"].node, fields["server"].key, f"expected {exc} (got {server!r})"
+            )
+    if len(ctx.errors) > errors_before or name is None:
+        return None
+    return Target(
+        name=name,
+        host=host,
+        port=port,
+        probes=tuple(specs),
+        zone=zone,
+        tls=tls,
+        labels=labels,
+        survey=survey,
+    )
+
+
+def _unique_probes(ctx: _Ctx, probes: Sequence[tuple[ProbeSpec, _Src]]) -> list[ProbeSpec]:
+    seen: dict[str, str] = {}
+    out: list[ProbeSpec] = []
+    for spec, src in probes:
+        if spec.name in seen:
+            ctx.fail(
+                src.node,
+                src.key,
+                f"expected a unique probe name in this target (got "
+                f"{spec.name!r} again, first from {seen[spec.name]})",
+            )
+            continue
+        seen[spec.name] = src.key
+        out.append(spec)
+    return out
+
+
+def _labels(ctx: _Ctx, src: _Src) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in (ctx.mapping(src.node, src.key, None) or {}).items():
+        if not _LABEL_RE.fullmatch(name) or name.startswith("__"):
+            ctx.fail(
+                value.node,
+                value.key,
+                "expected a label name matching "
+                f"[a-zA-Z_][a-zA-Z0-9_]*, not starting with __ (got {name!r})",
+            )
+        elif name in RESERVED_LABELS:
+            reserved = ", ".join(sorted(RESERVED_LABELS))
+            ctx.fail(
+                value.node,
+                value.key,
+                "expected a label name the exporter does not "
+                f"use itself ({reserved}) (got {name!r})",
+            )
+        elif (text := ctx.get(value, _label_value)) is not None:
+            out[name] = text
+    return out
+
+
+def _tls(ctx: _Ctx, src: _Src) -> TlsSettings:
+    fields = ctx.mapping(src.node, src.key, _TLS_KEYS) or {}
+    values: dict[str, Any] = {}
+    for name in ("ca_file", "server_name", "cert_file", "key_file"):
+        if name in fields:
+            values[name] = ctx.get(fields[name], _opt_str)
+    if "verify" in fields:
+        values["verify"] = ctx.get(fields["verify"], _bool)
+    if ("cert_file" in values) != ("key_file" in values):
+        ctx.fail(src.node, src.key, "expected cert_file and key_file together (got one)")
+    return TlsSettings(**{k: v for k, v in values.items() if v is not None})
