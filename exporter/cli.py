@@ -1,4 +1,5 @@
-"""Command line: arguments, process lifecycle, signals — nothing else."""
+"""Command line: arguments, exit codes, what is printed — nothing else (serving with its
+signals is `exporter.serve`)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,8 @@ import asyncio
 import contextlib
 import json
 import logging
-import signal
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import dns.rdataclass
 import dns.rdatatype
@@ -19,7 +18,6 @@ from exporter import __version__
 from exporter.causes import REMEDIATION
 from exporter.config import (
     DEFAULT_LISTEN,
-    Config,
     ConfigError,
     DsoSettings,
     EdnsSettings,
@@ -31,11 +29,6 @@ from exporter.config import (
 )
 from exporter.kinds import ProbeKind
 from exporter.sharding import Shard
-
-if TYPE_CHECKING:
-    from exporter.runtime import Exporter
-
-log = logging.getLogger("dnsgap")
 
 _KIND_DEFAULT_TRANSPORT = {ProbeKind.AXFR: Transport.TCP, ProbeKind.IXFR: Transport.TCP}
 
@@ -205,49 +198,9 @@ def _check_config_command(path: str) -> int:
 
 # -- dnsgap serve / demo ----------------------------------------------------------------
 
-async def serve(config: Config, config_path: str | None, listen: str, shard: Shard,
-                ready_message: str | None = None) -> None:  # fmt: skip
-    from aiohttp import web
-
-    from exporter.http import build_app, split_host_port
-    from exporter.runtime import Exporter
-    from exporter.webconfig import load_web_config
-
-    exporter = Exporter(config, config_path, shard)
-    web_config = load_web_config(config.http.web_config_file)
-    app = build_app(exporter, web_config.middlewares)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    host, port = split_host_port(listen, 18553)
-    site = web.TCPSite(runner, host, port, ssl_context=web_config.ssl_context)
-    await site.start()
-    exporter.start()
-    scheme = "https" if web_config.ssl_context else "http"
-    shown = f"[{host}]" if ":" in host else host
-    for path in ("/metrics", "/", "/probe?target=&probe="):
-        print(f"dnsgap: serving {scheme}://{shown}:{port}{path}", flush=True)
-    if ready_message:
-        print(ready_message, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: _reload_on_signal(exporter))
-    try:
-        await stop.wait()
-    finally:
-        log.info("shutting down")
-        await exporter.stop()
-        await runner.cleanup()
-
-
-def _reload_on_signal(exporter: Exporter) -> None:
-    result = exporter.reload()
-    log.info("SIGHUP reload: %s", result.message)
-
-
 def _serve_command(args: argparse.Namespace) -> int:
     from exporter.config import load_config
+    from exporter.serve import serve
 
     try:
         config = load_config(args.config)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from exporter import refserver
 from exporter.config import Config, parse_config
 from exporter.refserver import RunningServer, ServerBehaviour
+from exporter.serve import serve
+from exporter.sharding import Shard
 
 #: The demo's servers: name -> (how it behaves, what an operator should see).
 DEMO_SERVERS: dict[str, tuple[ServerBehaviour, str]] = {
@@ -155,9 +157,6 @@ async def _regress_later(server: RunningServer, after: float) -> None:
 
 
 async def run_demo(listen: str) -> None:
-    from exporter.cli import serve
-    from exporter.sharding import Shard
-
     servers = await start_demo_servers()
     loop = asyncio.get_running_loop()
     tasks = [loop.create_task(_keep_pushing(servers.servers["demo-dso-push"])),
