@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file; exit 0 or 1")
     check.add_argument("file")
 
+    sub.add_parser("schema", help="print the JSON Schema of the config file (for editors)")
+
     demo = sub.add_parser("demo", help="run reference servers in-process and probe them")
     _add_serve_options(demo)
 
@@ -196,6 +198,15 @@ def _check_config_command(path: str) -> int:
     return 0
 
 
+# -- dnsgap schema ---------------------------------------------------------------------
+
+def _schema_command() -> int:
+    from exporter.config.json_schema import config_schema
+
+    print(json.dumps(config_schema(), indent=2))
+    return 0
+
+
 # -- dnsgap serve / demo ----------------------------------------------------------------
 
 def _serve_command(args: argparse.Namespace) -> int:
@@ -228,7 +239,7 @@ def _demo_command(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in {"serve", "check-config", "probe", "demo", "-h", "--help",
+    if argv and argv[0] not in {"serve", "check-config", "schema", "probe", "demo", "-h", "--help",
                                 "--version", "--log-level"}:  # fmt: skip
         argv.insert(0, "serve")  # `dnsgap --config x.yml` means serve
     args = parser.parse_args(argv)
@@ -238,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     if args.command == "check-config":
         return _check_config_command(args.file)
+    if args.command == "schema":
+        return _schema_command()
     if args.command == "probe":
         return _probe_command(args)
     if args.command == "demo":
