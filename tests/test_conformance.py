@@ -1,0 +1,321 @@
+"""Conformance checks read like genreport and Zonemaster: one reply, one verdict per check."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.name
+import dns.rdatatype
+import dns.rrset
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from exporter import conformance as cf
+from exporter.conformance import Expectation, Role, judge
+
+ZONE = "gap.test."
+AUTH = Expectation(role=Role.AUTHORITATIVE)
+RECURSIVE = Expectation(role=Role.RECURSIVE)
+
+
+def query(qname: str = ZONE, qtype: str = "SOA", *, edns: int = -1, ednsflags: int = 0,
+          options: tuple[tuple[int, bytes], ...] = (), payload: int = 4096, flags: int = 0,
+          opcode: int = 0, question: bool = True) -> dns.message.Message:  # fmt: skip
+    message = dns.message.make_query(qname, qtype, use_edns=False)
+    message.id = 4242
+    message.flags = flags | (opcode << 11)
+    if not question:
+        message.question = []
+    if edns >= 0:
+        message.use_edns(edns, ednsflags, payload,
+                         options=[dns.edns.GenericOption(code, data) for code, data in options])
+    return message
+
+
+def answer(request: dns.message.Message, *, rcode: int = 0, flags: int = dns.flags.AA,
+           soa: bool = True, edns: int | None = 0, ednsflags: int | None = None,
+           options: tuple[tuple[int, bytes], ...] = (), clear: int = 0,
+           question: bool = True) -> dns.message.Message:  # fmt: skip
+    """What a conformant authoritative server sends back, unless told otherwise."""
+    reply = dns.message.Message(request.id)
+    copied = request.flags & (dns.flags.RD | dns.flags.CD | 0x7800)
+    reply.flags = (dns.flags.QR | copied | flags) & ~clear
+    if question:
+        reply.question = list(request.question)
+    if soa and request.question and rcode == 0 and request.edns <= 0:
+        rrset = request.question[0]
+        if rrset.rdtype == dns.rdatatype.SOA:
+            reply.answer.append(dns.rrset.from_text(rrset.name, 300, "IN", "SOA",
+                                                    "ns. host. 1 2 3 4 5"))  # fmt: skip
+    if request.edns >= 0 and edns is not None:
+        do = request.ednsflags & dns.flags.DO
+        reply.use_edns(edns, do if ednsflags is None else ednsflags, 1232,
+                       options=[dns.edns.GenericOption(c, d) for c, d in options])  # fmt: skip
+    reply.set_rcode(rcode)
+    return reply
+
+
+def violations(request: dns.message.Message, reply: dns.message.Message | bytes,
+               expectation: Expectation = AUTH, udp: bool = False) -> set[str]:  # fmt: skip
+    wire = reply if isinstance(reply, bytes) else reply.to_wire(max_size=65535)
+    return set(judge(request.to_wire(), wire, expectation, wire if udp else None))
+
+
+def test_a_conformant_authoritative_answer_violates_nothing() -> None:
+    for request in (query(), query(edns=0), query(edns=0, ednsflags=dns.flags.DO),
+                    query(edns=0, ednsflags=0x0080), query(edns=0, options=((100, b""),))):
+        assert violations(request, answer(request)) == set(), request
+
+
+def test_edns1_answered_noerror_is_badversion_and_rcode() -> None:
+    # Knot Resolver and dnsmasq: EDNS version 1 answered as if it were 0.
+    request = query(edns=1)
+    reply = answer(request, soa=True)
+    reply.answer.append(dns.rrset.from_text(ZONE, 300, "IN", "SOA", "ns. host. 1 2 3 4 5"))
+    found = violations(request, reply, Expectation(frozenset({16}), Role.RECURSIVE))
+    assert {"badversion", "rcode", "soa"} <= found
+
+
+def test_edns1_answered_badvers_under_a_version_1_opt() -> None:
+    request = query(edns=1)
+    found = violations(request, answer(request, rcode=16, edns=1), Expectation(frozenset({16})))
+    assert found == {"version-not-zero", "badversion"}
+
+
+def test_conformant_badvers_passes() -> None:
+    request = query(edns=1)
+    assert violations(request, answer(request, rcode=16), Expectation(frozenset({16}))) == set()
+
+
+def test_opcode15_with_every_flag_answered_notimp_but_flags_echoed() -> None:
+    # genreport `opcodeflg`: opcode 15, header only, TC RD RA CD AD AA Z all set.
+    every = (dns.flags.TC | dns.flags.RD | dns.flags.RA | dns.flags.CD | dns.flags.AD
+             | dns.flags.AA | 0x0040)  # fmt: skip
+    request = query(opcode=15, flags=every, question=False)
+    reply = dns.message.Message(request.id)
+    reply.flags = dns.flags.QR | every | (15 << 11)
+    reply.set_rcode(4)
+    found = violations(request, reply, Expectation(frozenset({4})))
+    assert found == {"aa", "ra", "rd", "ad", "cd", "z"}
+
+
+def test_opcode15_clean_notimp_passes() -> None:
+    request = query(opcode=15, question=False)
+    reply = dns.message.Message(request.id)
+    reply.flags = dns.flags.QR | (15 << 11)
+    reply.set_rcode(4)
+    assert violations(request, reply, Expectation(frozenset({4}))) == set()
+
+
+def test_unknown_opcode_answered_as_a_query() -> None:
+    request = query(opcode=15, question=False)
+    reply = answer(query(), rcode=0)  # a full QUERY answer with the request's ID
+    reply.id = request.id
+    found = violations(request, reply, Expectation(frozenset({4})))
+    assert {"opcode-mismatch", "rcode", "non-empty-question-section",
+            "non-empty-answer-section", "aa"} <= found  # fmt: skip
+
+
+def test_opt_rules_both_ways() -> None:
+    plain = query()
+    assert "opt" in violations(plain, _with_opt(plain))
+    request = query(edns=0)
+    assert "noopt" in violations(request, answer(request, edns=None))
+
+
+def _with_opt(request: dns.message.Message) -> dns.message.Message:
+    reply = answer(request)
+    reply.use_edns(0, 0, 1232)
+    return reply
+
+
+def test_unknown_option_echoed_and_unknown_flag_kept() -> None:
+    request = query(edns=0, options=((100, b""),), ednsflags=0x0080)
+    found = violations(request, answer(request, options=((100, b""),), ednsflags=0x0080))
+    assert found == {"echoed", "mbz"}
+
+
+def test_known_options_coming_back_are_not_echoes() -> None:
+    request = query(edns=0, options=((3, b""),))
+    assert violations(request, answer(request, options=((3, b"ns1"),))) == set()
+
+
+def test_do_not_copied_is_nodo() -> None:
+    request = query(edns=0, ednsflags=dns.flags.DO)
+    assert violations(request, answer(request, ednsflags=0)) == {"nodo"}
+
+
+def test_header_z_bit_echoed() -> None:
+    request = query(flags=0x0040)
+    assert violations(request, answer(request, flags=dns.flags.AA | 0x0040)) == {"z"}
+
+
+def test_rd_set_on_its_own_and_rd_dropped() -> None:
+    request = query()
+    assert violations(request, answer(request, flags=dns.flags.AA | dns.flags.RD)) == {"rd"}
+    asked = query(flags=dns.flags.RD)
+    assert "nord" in violations(asked, answer(asked, clear=dns.flags.RD))
+
+
+def test_authoritative_answer_without_aa_and_with_ra() -> None:
+    request = query()
+    found = violations(request, answer(request, flags=dns.flags.RA))
+    assert found == {"noaa", "is-a-recursor"}
+    # The same reply from a resolver is fine: RA is its job, AA is not required.
+    assert violations(request, answer(request, flags=dns.flags.RA), RECURSIVE) == set()
+
+
+def test_role_checks_are_skipped_when_the_role_is_unknown() -> None:
+    request = query()
+    assert violations(request, answer(request, flags=dns.flags.RA), Expectation()) == set()
+
+
+def test_ad_without_ad_or_do_in_the_request() -> None:
+    request = query()
+    assert violations(request, answer(request, flags=dns.flags.AA | dns.flags.AD)) == {"ad"}
+    asked = query(flags=dns.flags.AD)
+    assert violations(asked, answer(asked, flags=dns.flags.AA | dns.flags.AD)) == set()
+
+
+def test_soa_missing_from_a_noerror_answer() -> None:
+    request = query()
+    assert violations(request, answer(request, soa=False)) == {"nosoa"}
+
+
+def test_udp_reply_over_the_advertised_buffer_is_toobig() -> None:
+    request = query(qtype="DNSKEY", edns=0, ednsflags=dns.flags.DO, payload=512)
+    reply = answer(request)
+    for n in range(6):
+        reply.answer.append(dns.rrset.from_text(ZONE, 300, "IN", "TXT", f'"{n}{"x" * 200}"'))
+    assert "toobig" in violations(request, reply, udp=True)
+    assert "toobig" not in violations(request, reply, udp=False)
+
+
+def test_truncated_reply_without_opt() -> None:
+    request = query(qtype="DNSKEY", edns=0, ednsflags=dns.flags.DO, payload=512)
+    reply = answer(request, edns=None, flags=dns.flags.AA | dns.flags.TC)
+    assert {"missing-opt-in-truncated", "noopt"} <= violations(request, reply, udp=True)
+
+
+def test_qname_case_must_be_kept() -> None:
+    request = query("DnsGap-0x20.GaP.tEsT.", "A")
+    reply = answer(request, rcode=3)
+    wire = bytearray(reply.to_wire())
+    assert violations(request, bytes(wire)) == set()
+    wire[12:12 + 12] = wire[12:12 + 12].lower()  # first label, lowered by the server
+    assert violations(request, bytes(wire)) == {"qname-case"}
+
+
+def test_upward_referral_to_the_root() -> None:
+    request = query(".", "NS")
+    reply = answer(request, flags=0, soa=False)
+    reply.authority.append(dns.rrset.from_text(".", 300, "IN", "NS", "a.root-servers.net."))
+    found = violations(request, reply, Expectation(frozenset({0, 3, 5}), Role.AUTHORITATIVE))
+    assert "upward-referral" in found
+
+
+def test_aaaa_with_four_bytes_of_rdata() -> None:
+    request = query(qtype="AAAA")
+    wire = bytearray(answer(request).to_wire())
+    name = dns.name.from_text(ZONE).to_wire()
+    rr = name + struct.pack("!HHIH", 28, 1, 300, 4) + bytes([192, 0, 2, 1])
+    wire[6:8] = struct.pack("!H", 1)
+    header, rest = bytes(wire[:12]), bytes(wire[12:])
+    question_end = len(name) + 4
+    patched = header + rest[:question_end] + rr + rest[question_end:]
+    assert violations(request, patched) == {"aaaa-bad-rdata"}
+
+
+def test_cookie_from_someone_else() -> None:
+    ours = bytes(range(1, 9))
+    request = query(edns=0, options=((10, ours),))
+    good = answer(request, options=((10, ours + b"S" * 8),))
+    bad = answer(request, options=((10, b"X" * 8 + b"S" * 8),))
+    assert violations(request, good) == set()
+    assert violations(request, bad) == {"cookie-mismatch"}
+
+
+def test_a_reply_to_another_id_is_not_judged() -> None:
+    request = query()
+    reply = answer(request, flags=dns.flags.RA | 0x0040)
+    reply.id = 1
+    assert violations(request, reply) == set()
+
+
+def test_applicable_checks_follow_the_request() -> None:
+    def names(message: dns.message.Message, exp: Expectation = AUTH) -> set[str]:
+        return set(cf.applicable(cf.parse(message.to_wire()), exp))
+
+    plain = names(query())
+    assert {"opt", "nosoa", "noaa", "is-a-recursor", "z", "rd"} <= plain
+    assert not {"noopt", "badversion", "mbz", "non-empty-answer-section"} & plain
+    edns1 = names(query(edns=1))
+    assert {"noopt", "badversion", "version-not-zero", "soa", "mbz"} <= edns1
+    assert not {"nosoa", "noaa", "opt"} & edns1
+    opcode = names(query(opcode=15, question=False), Expectation(frozenset({4})))
+    assert {"non-empty-question-section", "aa", "ra", "rcode"} <= opcode
+    assert names(query(opcode=6, question=False)) == set()
+
+
+def test_expect_lists_read_as_rcodes() -> None:
+    assert cf.expected_rcodes({"none"}) == {0, 3}
+    assert cf.expected_rcodes({"bad_version", "NOTIMP", "RCODE42"}) == {16, 4, 42}
+    assert cf.expected_rcodes({"no_response"}) == frozenset()
+
+
+def test_every_check_is_documented() -> None:
+    text = (Path(__file__).parents[1] / "docs" / "conformance.md").read_text(encoding="utf-8")
+    for check in cf.CHECKS:
+        assert f"`{check.name}`" in text, check.name
+        assert check.rule
+        assert check.source
+        assert check.remediation
+
+
+# -- properties -------------------------------------------------------------------
+
+REQUESTS = [query(), query(edns=0, ednsflags=dns.flags.DO | 0x0080, options=((100, b""),)),
+            query(edns=1), query(opcode=15, question=False, flags=0x0FF0), query(".", "NS"),
+            query(qtype="AAAA")]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600))
+def test_parse_never_raises(data: bytes) -> None:
+    cf.parse(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(REQUESTS), st.binary(max_size=300), st.sampled_from([AUTH, RECURSIVE]))
+def test_any_reply_bytes_get_a_verdict_within_the_applicable_checks(
+    request: dns.message.Message, tail: bytes, expectation: Expectation
+) -> None:
+    wire = request.to_wire()
+    reply = wire[:2] + bytes([wire[2] | 0x80]) + tail  # our ID, QR set, then anything
+    found = judge(wire, reply, expectation, reply)
+    assert set(found) <= set(cf.applicable(cf.parse(wire), expectation))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 0xFFFF), st.sampled_from(REQUESTS))
+def test_header_bit_checks_follow_the_bits(flags: int, request: dns.message.Message) -> None:
+    wire = request.to_wire()
+    reply_flags = (flags | 0x8000) & ~0x7800 | (wire[2] & 0x78) << 8
+    reply = wire[:2] + struct.pack("!H", reply_flags) + wire[4:]
+    found = set(judge(wire, reply, Expectation(frozenset(), None, "tcp")))
+    assert ("z" in found) == bool(reply_flags & 0x0040)
+    opcode = (wire[2] >> 3) & 0xF
+    if opcode:
+        assert ("ra" in found) == bool(reply_flags & 0x0080)
+        assert ("aa" in found) == bool(reply_flags & 0x0400)
+
+
+@pytest.mark.parametrize("name", cf.NAMES)
+def test_check_names_are_bounded_label_values(name: str) -> None:
+    assert name.replace("-", "").isalnum()
+    assert name == name.lower()
