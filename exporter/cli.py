@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import dns.rdataclass
 import dns.rdatatype
 
-from exporter import __version__
+from exporter import __version__, conformance
 from exporter.causes import REMEDIATION
 from exporter.config import (
     DEFAULT_LISTEN,
@@ -177,6 +177,9 @@ def _probe_command(args: argparse.Namespace) -> int:
     if result.fallback is not None:
         print(f"  fallback {result.fallback.kind.value}: cause={result.fallback.cause.value}")
     print(f"  {REMEDIATION[result.cause]}")
+    for check in outcome.violations:
+        # docs/conformance.md: one line per violated check, with what to do about it.
+        print(f"  violation {check}: {conformance.remediation(check)}")
     return 0
 
 

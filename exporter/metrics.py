@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 import dns.rdatatype
 from prometheus_client.metrics_core import Metric
 
-from exporter import __version__
+from exporter import __version__, conformance
 from exporter.causes import Cause, possible_gap_causes
 from exporter.config import Config, ProbeSpec, Target
 from exporter.kinds import ProbeKind
 from exporter.outcome import DsoFacts
 from exporter.probes import ProbeResult
+from exporter.wire import request_for
 
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                     10.0)  # fmt: skip
@@ -62,6 +63,10 @@ METRICS: tuple[tuple[str, str, str], ...] = (
      "Traditional fallback operations run because DSO (or IXFR) was not available, by result."),
     ("dnsgap_fallback_active", "gauge",
      "1 while the probe's preferred operation is unavailable and its fallback is in use."),
+    ("dnsgap_conformance_violation", "gauge",
+     "1 while the latest reply of the probe violates this conformance check, else 0."),
+    ("dnsgap_conformance_violations_total", "counter",
+     "Replies that violated this conformance check."),
     ("dnsgap_build_info", "gauge", "dnsgap build information; always 1."),
     ("dnsgap_config_reload_success", "gauge", "1 if the latest config (re)load succeeded."),
     ("dnsgap_config_last_reload_success_timestamp_seconds", "gauge",
@@ -164,6 +169,11 @@ class PairState:
     fallback: dict[str, int] = field(default_factory=dict)
     fallback_active: int = 0
     last_result: ProbeResult | None = None
+    #: Conformance checks that apply to the probe; per check, the latest verdict
+    #: (1: violated) and the count of violating replies.
+    checks: tuple[str, ...] = ()
+    violation: dict[str, int] = field(default_factory=dict)
+    violations_total: dict[str, int] = field(default_factory=dict)
 
     def seed(self, with_histogram: bool) -> None:
         for cause in possible_gap_causes(self.kind):
@@ -172,6 +182,12 @@ class PairState:
             self.duration = Histogram(DURATION_BUCKETS)
         if not with_histogram:
             self.duration = None
+        for check in self.checks:
+            self.violation.setdefault(check, 0)
+            self.violations_total.setdefault(check, 0)
+        for gone in [check for check in self.violation if check not in self.checks]:
+            del self.violation[gone]
+            self.violations_total.pop(gone, None)
 
 
 #: The rcode label a gap cause's pre-created series carries.
@@ -203,6 +219,7 @@ class MetricsState:
         self.pairs: dict[tuple[str, str], PairState] = {}
         self.dso: dict[str, DsoTargetState] = {}
         self.duration_histogram = True
+        self.conformance = True
         self.reload_success = 0
         self.reload_timestamp = 0.0
         self.reloads: dict[str, int] = {"success": 0, "failure": 0}
@@ -219,6 +236,7 @@ class MetricsState:
         """Adopt a config: keep the state of unchanged pairs, add new ones, and drop the
         series of pairs that are gone (no stale series)."""
         self.duration_histogram = config.scheduler.duration_histogram
+        self.conformance = getattr(config.scheduler, "conformance_series", True)
         wanted: dict[tuple[str, str], tuple[Target, ProbeSpec]] = {
             (target.name, spec.name): (target, spec) for target, spec in pairs
         }
@@ -234,6 +252,7 @@ class MetricsState:
                                                  ("probe", spec.name))), info)  # fmt: skip
                 self.pairs[key] = state
             state.spec = spec
+            state.checks = applicable_checks(target, spec) if self.conformance else ()
             state.seed(self.duration_histogram)
             if spec.kind.is_dso:
                 targets_with_dso.add(target.name)
@@ -269,6 +288,13 @@ class MetricsState:
         if state.duration is not None:
             state.duration.observe(result.duration)
         state.last_result = result
+        if state.checks:
+            found = result.outcome.violations
+            for check in state.checks:
+                violated = check in found
+                state.violation[check] = int(violated)
+                if violated:
+                    state.violations_total[check] += 1
         dso = result.outcome.dso
         if dso is not None:
             state.push_notifications += dso.push_notifications
@@ -376,6 +402,14 @@ class MetricsState:
                     for result in ("success", "failure"):
                         yield (f'{name}{{{s.key},result="{result}"}} '
                                f"{s.fallback.get(result, 0)}\n")  # fmt: skip
+        elif name == "dnsgap_conformance_violation":
+            for s in pairs:
+                for check, value in list(s.violation.items()):
+                    yield f'{name}{{{s.key},check="{check}"}} {value}\n'
+        elif name == "dnsgap_conformance_violations_total":
+            for s in pairs:
+                for check, count in list(s.violations_total.items()):
+                    yield f'{name}{{{s.key},check="{check}"}} {count}\n'
         elif name == "dnsgap_fallback_active":
             for s in pairs:
                 if s.spec.fallback is not None:
@@ -422,6 +456,14 @@ class MetricsState:
         elif name == "dnsgap_probes_skipped_total":
             for reason, count in self.skipped.items():
                 yield f'{name}{{reason="{reason}"}} {count}\n'
+
+
+def applicable_checks(target: Target, spec: ProbeSpec) -> tuple[str, ...]:
+    """The conformance checks a pair has series for (docs/conformance.md)."""
+    if spec.kind not in conformance.CHECKED_KINDS:
+        return ()
+    request = request_for(spec, target.zone).wire
+    return conformance.checks_for(spec, target.survey, target.zone, request)
 
 
 _ALWAYS = frozenset({"dnsgap_build_info", "dnsgap_probes_in_flight"})

@@ -81,6 +81,8 @@ class Outcome:
     dso: DsoFacts | None = None
     #: Free-form facts for the CLI's --json (kept small: never label values).
     details: dict[str, object] = field(default_factory=dict)
+    #: Conformance checks the reply violates (:mod:`exporter.conformance` names).
+    violations: tuple[str, ...] = ()
 
     @property
     def replied(self) -> bool:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from exporter import conformance
 from exporter import transport as tx
 from exporter.causes import Cause, classify, rcode_name
 from exporter.config import FallbackSettings, ProbeSpec, Target, TlsSettings, Transport
@@ -69,6 +70,7 @@ class ProbeResult:
             }
         if outcome.details:
             data["details"] = outcome.details
+        data["violations"] = list(outcome.violations)
         return data
 
 
@@ -97,23 +99,38 @@ _DEFAULT_TLS = TlsContexts()
 DsoRunner = Callable[[Target, ProbeSpec, "ssl.SSLContext | None"], Awaitable[Outcome]]
 
 
+def _with_checks(outcome: Outcome, target: Target, spec: ProbeSpec, request: WireRequest,
+                 reply: bytes, *, udp_reply: bytes | None) -> Outcome:  # fmt: skip
+    """The outcome with the conformance checks its reply violates (docs/conformance.md)."""
+    if spec.kind not in conformance.CHECKED_KINDS:
+        return outcome
+    expectation = conformance.expectation_of(spec, target.survey, target.zone)
+    found = conformance.judge(request.wire, reply, expectation, udp_reply)
+    return dataclasses.replace(outcome, violations=found) if found else outcome
+
+
 async def exchange_classic(target: Target, spec: ProbeSpec, request: WireRequest,
                            contexts: TlsContexts) -> Outcome:  # fmt: skip
     """Send a classic request over the probe's transport and judge the reply."""
     transport = spec.transport
+    udp_reply: bytes | None = None
     if transport is Transport.UDP:
         result = await tx.udp_exchange(target.host, target.port, request.wire, request.msg_id,
                                        spec.timeout)  # fmt: skip
         if isinstance(result, Outcome):
             return result
+        udp_reply = result.wire
         if is_truncated(result.wire) and result.wire[:2] == request.wire[:2]:
             if not spec.tcp_fallback:
-                return Outcome(WireEvent.TRUNCATED, error="TC set in UDP reply",
-                               transport="udp", bytes_received=len(result.wire))  # fmt: skip
+                truncated = Outcome(WireEvent.TRUNCATED, error="TC set in UDP reply",
+                                    transport="udp", bytes_received=len(result.wire))  # fmt: skip
+                return _with_checks(truncated, target, spec, request, udp_reply,
+                                    udp_reply=udp_reply)  # fmt: skip
             # RFC 7766 §5: a truncated UDP answer is retried over TCP.
             transport = Transport.TCP
         else:
-            return read_reply(request, result.wire, "udp")
+            return _with_checks(read_reply(request, result.wire, "udp"), target, spec,
+                                request, udp_reply, udp_reply=udp_reply)  # fmt: skip
     context = contexts.get(target.tls) if transport is Transport.TLS else None
     limit = spec.max_transfer_bytes if spec.kind.is_transfer else 65535
     result = await tx.stream_exchange(
@@ -123,8 +140,9 @@ async def exchange_classic(target: Target, spec: ProbeSpec, request: WireRequest
     )  # fmt: skip
     if isinstance(result, Outcome):
         return result
-    return read_reply(request, result.wire, transport.value,
-                      first_of_transfer=spec.kind.is_transfer)  # fmt: skip
+    outcome = read_reply(request, result.wire, transport.value,
+                         first_of_transfer=spec.kind.is_transfer)  # fmt: skip
+    return _with_checks(outcome, target, spec, request, result.wire, udp_reply=udp_reply)
 
 
 async def _run_dso(target: Target, spec: ProbeSpec, contexts: TlsContexts) -> Outcome:
