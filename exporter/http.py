@@ -7,11 +7,18 @@ import dataclasses
 import ipaddress
 import logging
 import socket
-from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from exporter.admission import (
+    MIN_PROBE_SECONDS,
+    REFUSAL_STATUS,
+    REFUSAL_TEXT,
+    Limits,
+    ProbeAdmission,
+    scrape_budget,
+)
 from exporter.config import Config, ProbeSpec, Target
 from exporter.metrics import MetricsState
 from exporter.runtime import Exporter
@@ -101,30 +108,7 @@ async def select_probe(config: Config, target_param: str,
     return target, template
 
 
-class ProbeLimiter:
-    """A global and a per-client cap on concurrent /probe requests."""
-
-    def __init__(self) -> None:
-        self.total = 0
-        self.per_client: Counter[str] = Counter()
-
-    def try_acquire(self, client: str, max_total: int, max_per_client: int) -> str | None:
-        if self.total >= max_total:
-            return "too many concurrent /probe requests"
-        if self.per_client[client] >= max_per_client:
-            return f"too many concurrent /probe requests from {client}"
-        self.total += 1
-        self.per_client[client] += 1
-        return None
-
-    def release(self, client: str) -> None:
-        self.total -= 1
-        self.per_client[client] -= 1
-        if self.per_client[client] <= 0:
-            del self.per_client[client]
-
-
-LIMITER_KEY: web.AppKey[ProbeLimiter] = web.AppKey("limiter", ProbeLimiter)
+ADMISSION_KEY: web.AppKey[ProbeAdmission] = web.AppKey("admission", ProbeAdmission)
 
 
 async def metrics_handler(request: web.Request) -> web.StreamResponse:
@@ -142,7 +126,7 @@ async def metrics_handler(request: web.Request) -> web.StreamResponse:
 
 async def probe_handler(request: web.Request) -> web.Response:
     exporter = request.app[EXPORTER_KEY]
-    limiter = request.app[LIMITER_KEY]
+    admission = request.app[ADMISSION_KEY]
     config = exporter.config
     settings = config.http.probe
     try:
@@ -151,21 +135,26 @@ async def probe_handler(request: web.Request) -> web.Response:
     except ProbeRequestError as exc:
         return web.Response(status=exc.status, text=f"{exc}\n")
     client = request.remote or "unknown"
-    refusal = limiter.try_acquire(client, settings.max_concurrency, settings.max_per_client)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    # Prometheus says how long it waits for this scrape; other clients get the
+    # probe's own timeout to wait for a slot, then the full probe.
+    budget = scrape_budget(request.headers.get("X-Prometheus-Scrape-Timeout-Seconds"))
+    limits = Limits(settings.max_concurrency, settings.max_per_client, settings.max_queued,
+                    settings.max_queued_per_client)  # fmt: skip
+    refusal = await admission.acquire(client, limits, spec.timeout if budget is None else budget)
     if refusal is not None:
-        return web.Response(status=429, text=f"{refusal}\n")
+        return web.Response(status=REFUSAL_STATUS[refusal],
+                            text=REFUSAL_TEXT[refusal].format(client=client) + "\n")
     try:
-        timeout_param = request.headers.get("X-Prometheus-Scrape-Timeout-Seconds")
-        if timeout_param:
-            try:
-                # Answer before Prometheus gives up on the scrape.
-                budget = max(0.1, float(timeout_param) - 0.5)
-                spec = dataclasses.replace(spec, timeout=min(spec.timeout, budget))
-            except ValueError:
-                pass
+        if budget is not None:
+            # Answer before Prometheus gives up: a probe that waited for its slot
+            # gets what is left of the scrape's deadline.
+            left = max(MIN_PROBE_SECONDS, budget - (loop.time() - started))
+            spec = dataclasses.replace(spec, timeout=min(spec.timeout, left))
         result = await exporter.run_probe(target, spec)
     finally:
-        limiter.release(client)
+        admission.release(client)
     single = MetricsState()
     single.sync(dataclasses.replace(config, targets=(target,)), [(target, spec)])
     single.record(target.name, spec.name, result)
@@ -204,7 +193,7 @@ def build_app(exporter: Exporter,
               ) -> web.Application:  # fmt: skip
     app = web.Application(middlewares=list(middlewares))
     app[EXPORTER_KEY] = exporter
-    app[LIMITER_KEY] = ProbeLimiter()
+    app[ADMISSION_KEY] = ProbeAdmission(exporter.state)
     app.router.add_get("/", status_handler)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/probe", probe_handler)

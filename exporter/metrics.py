@@ -77,6 +77,13 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("dnsgap_probes_in_flight", "gauge", "Probes currently running."),
     ("dnsgap_probes_skipped_total", "counter",
      "Scheduled probe runs skipped, by reason (overlap: previous run still going)."),
+    ("dnsgap_probe_requests_waiting", "gauge",
+     "/probe requests waiting for a free probe slot."),
+    ("dnsgap_probe_requests_queued_total", "counter",
+     "/probe requests that had to wait for a free probe slot."),
+    ("dnsgap_probe_requests_refused_total", "counter",
+     "/probe requests refused, by reason (client_queue_full, queue_full: 429; "
+     "deadline: 503, no slot before the scrape deadline)."),
 )  # fmt: skip
 
 _TYPES = {name: kind for name, kind, _ in METRICS}
@@ -226,6 +233,11 @@ class MetricsState:
         self.lateness = Histogram(LATENESS_BUCKETS)
         self.in_flight = 0
         self.skipped: dict[str, int] = {"overlap": 0}
+        # /probe admission (exporter.admission).
+        self.probe_requests_waiting = 0
+        self.probe_requests_queued = 0
+        self.probe_requests_refused: dict[str, int] = dict.fromkeys(
+            ("client_queue_full", "queue_full", "deadline"), 0)
         self.build_labels = render_labels(
             (("version", __version__), ("python", platform.python_version()))
         )
@@ -455,6 +467,13 @@ class MetricsState:
             yield f"{name} {self.in_flight}\n"
         elif name == "dnsgap_probes_skipped_total":
             for reason, count in self.skipped.items():
+                yield f'{name}{{reason="{reason}"}} {count}\n'
+        elif name == "dnsgap_probe_requests_waiting":
+            yield f"{name} {self.probe_requests_waiting}\n"
+        elif name == "dnsgap_probe_requests_queued_total":
+            yield f"{name} {self.probe_requests_queued}\n"
+        elif name == "dnsgap_probe_requests_refused_total":
+            for reason, count in self.probe_requests_refused.items():
                 yield f'{name}{{reason="{reason}"}} {count}\n'
 
 

@@ -31,11 +31,13 @@ from tests.hostile import BackgroundLoop, HostileServer, Mode
 from tests.support import stop_process
 
 ZONE = "demo.example."
+SCRAPE_TIMEOUT = "X-Prometheus-Scrape-Timeout-Seconds"
 
 
 def config_text(port: int, *, allow_adhoc: bool = False, cidrs: str = "[127.0.0.0/8]",
-                max_concurrency: int = 16, max_per_client: int = 4,
-                extra_probes: str = "", slow_port: int | None = None) -> str:  # fmt: skip
+                max_concurrency: int = 16, max_per_client: int = 4, max_queued: int = 64,
+                max_queued_per_client: int = 16, extra_probes: str = "",
+                slow_port: int | None = None) -> str:  # fmt: skip
     slow = "" if slow_port is None else f"""
   - name: slow
     server: "127.0.0.1:{slow_port}"
@@ -48,6 +50,8 @@ http:
     adhoc_cidrs: {cidrs}
     max_concurrency: {max_concurrency}
     max_per_client: {max_per_client}
+    max_queued: {max_queued}
+    max_queued_per_client: {max_queued_per_client}
 scheduler: {{jitter: 0}}
 probes:
   soa: {{kind: query, qname: "@", qtype: SOA, timeout: 1s, interval: 1s}}
@@ -68,10 +72,11 @@ class Served:
         self.exporter, self.base, self.dns = exporter, base, dns
 
     async def get(self, path: str, params: dict[str, str] | None = None,
-                  local: str = "127.0.0.1") -> tuple[int, str]:  # fmt: skip
+                  local: str = "127.0.0.1",
+                  headers: dict[str, str] | None = None) -> tuple[int, str]:  # fmt: skip
         connector = aiohttp.TCPConnector(local_addr=(local, 0))
         async with aiohttp.ClientSession(connector=connector) as session, session.get(
-            self.base + path, params=params
+            self.base + path, params=params, headers=headers
         ) as response:
             return response.status, await response.text()
 
@@ -216,42 +221,103 @@ def test_adhoc_with_an_empty_allowlist_allows_nothing(tmp_path: Path) -> None:
 # -- concurrency caps ----------------------------------------------------------------------
 
 
-def test_per_client_cap_gives_429_to_that_client_only(tmp_path: Path) -> None:
+def test_request_over_the_per_client_cap_waits_for_a_slot_and_is_answered(
+    tmp_path: Path,
+) -> None:
+    """A scrape that finds its client's slots busy is answered late, never refused:
+    Prometheus would record a refusal as a failed scrape."""
     async def main() -> None:
         async with await HostileServer.start(Mode.ACCEPT_NO_READ) as silent, served(
             tmp_path, hostile=silent, max_per_client=1, max_concurrency=8
         ) as s:
-            params = {"target": "slow", "probe": "silent"}
-            first = asyncio.create_task(s.get("/probe", params))
+            first = asyncio.create_task(s.get("/probe", {"target": "slow", "probe": "silent"}))
             await asyncio.sleep(0.3)  # the first one is now waiting for silence
-            second = await s.get("/probe", params)
+            started = time.monotonic()
+            # As Prometheus sends it: this scrape may wait up to 5 s for its answer
+            # (without the header a request waits up to its probe's timeout, 1 s).
+            second = asyncio.create_task(s.get("/probe", {"target": "ref", "probe": "soa"},
+                                               headers={SCRAPE_TIMEOUT: "5"}))
             other_client = await s.get("/probe", {"target": "ref", "probe": "soa"},
                                        local="127.0.0.2")  # fmt: skip
-            status, _ = await first
-            assert status == 200
-            assert second[0] == 429
-            assert "too many concurrent /probe requests from 127.0.0.1" in second[1]
             assert other_client[0] == 200, other_client
+            assert not second.done()  # still waiting behind its own client's probe
+            status, text = await second
+            assert status == 200, text
+            assert 'cause="none"' in text
+            assert time.monotonic() - started > 1.0  # it ran after the silent probe
+            assert (await first)[0] == 200
+            _, metrics = await s.get("/metrics")
+            assert _metric(metrics, "dnsgap_probe_requests_queued_total") == 1
+            assert _metric(metrics, "dnsgap_probe_requests_waiting") == 0
+            refused = 'dnsgap_probe_requests_refused_total{reason="%s"}'
+            for reason in ("client_queue_full", "queue_full", "deadline"):
+                assert _metric(metrics, refused % reason) == 0
 
     run(main())
 
 
-def test_global_cap_gives_429_whoever_asks(tmp_path: Path) -> None:
+def test_request_that_gets_no_slot_before_its_scrape_deadline_gets_503(tmp_path: Path) -> None:
     async def main() -> None:
         async with await HostileServer.start(Mode.ACCEPT_NO_READ) as silent, served(
-            tmp_path, hostile=silent, max_per_client=4, max_concurrency=2
-        ) as s:
+            tmp_path, hostile=silent, max_per_client=4, max_concurrency=1
+        ) as s, aiohttp.ClientSession() as session:
             params = {"target": "slow", "probe": "silent"}
-            running = [asyncio.create_task(s.get("/probe", params, local=f"127.0.0.{i}"))
-                       for i in (1, 2)]  # fmt: skip
+            running = asyncio.create_task(s.get("/probe", params, local="127.0.0.2"))
             await asyncio.sleep(0.3)
+            started = time.monotonic()
+            # 1 s scrape timeout: 0.5 s to wait (the margin answers before Prometheus
+            # gives up), and the silent probe holds the only slot for 1.5 s.
+            async with session.get(s.base + "/probe", params={"target": "ref", "probe": "soa"},
+                                   headers={"X-Prometheus-Scrape-Timeout-Seconds": "1"}
+                                   ) as response:  # fmt: skip
+                assert response.status == 503
+                assert "before the scrape deadline" in await response.text()
+            assert 0.4 < time.monotonic() - started < 0.9
+            assert (await running)[0] == 200
+            # The slot is free again: the next request runs at once.
+            assert (await s.get("/probe", {"target": "ref", "probe": "soa"}))[0] == 200
+            _, metrics = await s.get("/metrics")
+            assert _metric(metrics, 'dnsgap_probe_requests_refused_total{reason="deadline"}') == 1
+            assert s.dns.stats.messages_received == 1
+
+    run(main())
+
+
+def test_a_client_far_above_any_scrape_pattern_gets_429_and_others_still_wait(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        async with await HostileServer.start(Mode.ACCEPT_NO_READ) as silent, served(
+            tmp_path, hostile=silent, max_per_client=1, max_concurrency=2,
+            max_queued=2, max_queued_per_client=1,
+        ) as s:  # fmt: skip
+            params = {"target": "slow", "probe": "silent"}
+
+            def scrape(local: str) -> asyncio.Task[tuple[int, str]]:
+                return asyncio.create_task(s.get("/probe", params, local=local,
+                                                 headers={SCRAPE_TIMEOUT: "10"}))  # fmt: skip
+
+            running = scrape("127.0.0.1")
+            await asyncio.sleep(0.3)
+            waiting = scrape("127.0.0.1")
+            await asyncio.sleep(0.2)
+            # One running and one waiting is all this client may have outstanding.
+            status, text = await s.get("/probe", params)
+            assert status == 429
+            assert text.strip() == "too many /probe requests waiting from 127.0.0.1"
+            # Another client: one running and one waiting fill both slots and the queue.
+            others = [scrape("127.0.0.2") for _ in range(2)]
+            await asyncio.sleep(0.2)
             status, text = await s.get("/probe", params, local="127.0.0.3")
             assert status == 429
-            assert text.strip() == "too many concurrent /probe requests"
-            assert [r[0] for r in await asyncio.gather(*running)] == [200, 200]
-            # The slots are released: the next request runs.
-            status, _ = await s.get("/probe", {"target": "ref", "probe": "soa"})
-            assert status == 200
+            assert text.strip() == "too many /probe requests waiting"
+            results = await asyncio.gather(running, waiting, *others)
+            assert [r[0] for r in results] == [200] * 4
+            _, metrics = await s.get("/metrics")
+            refused = 'dnsgap_probe_requests_refused_total{reason="%s"}'
+            assert _metric(metrics, refused % "client_queue_full") == 1
+            assert _metric(metrics, refused % "queue_full") == 1
+            assert _metric(metrics, "dnsgap_probe_requests_queued_total") == 2
 
     run(main())
 

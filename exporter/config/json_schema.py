@@ -201,6 +201,8 @@ _ENDPOINT_TYPES: Mapping[str, Schema] = {
     "adhoc_cidrs": {"type": "array", "items": _string("a network like 192.0.2.0/24")},
     "max_concurrency": _int(1, 65535),
     "max_per_client": _int(1, 65535),
+    "max_queued": _int(0, 1_000_000),
+    "max_queued_per_client": _int(0, 1_000_000),
 }
 _SCHEDULER_TYPES: Mapping[str, Schema] = {
     "max_concurrency": _int(1, 1_000_000),

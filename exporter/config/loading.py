@@ -94,7 +94,8 @@ _TOP_KEYS = ("http", "scheduler", "defaults", "tsig_keys", "probes", "targets")
 _HTTP_KEYS = ("listen", "web_config_file", "probe")
 
 
-_ENDPOINT_KEYS = ("allow_adhoc", "adhoc_cidrs", "max_concurrency", "max_per_client")
+_ENDPOINT_KEYS = ("allow_adhoc", "adhoc_cidrs", "max_concurrency", "max_per_client",
+                  "max_queued", "max_queued_per_client")  # fmt: skip
 
 
 _SCHEDULER_KEYS = ("max_concurrency", "jitter", "duration_histogram")
@@ -183,6 +184,8 @@ _ENDPOINT_FIELDS: Mapping[str, tuple[str, _Parser]] = {
     "allow_adhoc": ("allow_adhoc", _bool),
     "max_concurrency": ("max_concurrency", _int_in(1, 65535)),
     "max_per_client": ("max_per_client", _int_in(1, 65535)),
+    "max_queued": ("max_queued", _int_in(0, 1_000_000)),
+    "max_queued_per_client": ("max_queued_per_client", _int_in(0, 1_000_000)),
 }
 
 

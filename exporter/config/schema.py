@@ -148,8 +148,13 @@ class ProbeEndpointSettings:
 
     allow_adhoc: bool = False
     adhoc_cidrs: tuple[str, ...] = ()
-    max_concurrency: int = 16
-    max_per_client: int = 4
+    #: Probes running at once, all clients / one client address. Sizing for one
+    #: Prometheus: deploy/prometheus/prometheus-probe.yml.
+    max_concurrency: int = 256
+    max_per_client: int = 128
+    #: Requests waiting for a slot (up to their scrape deadline); beyond: 429.
+    max_queued: int = 4096
+    max_queued_per_client: int = 1024
 
 
 @dataclass(frozen=True, slots=True)
