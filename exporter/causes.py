@@ -157,7 +157,8 @@ _RCODE_CAUSES: Mapping[int, Cause] = {
     BADCOOKIE: Cause.BAD_COOKIE,
 }
 
-# RFC 2136 §3.2: prerequisite failures prove UPDATE is implemented and allowed.
+# RFC 2136 §3.2: a prerequisite failure shows UPDATE is implemented. Not that we may
+# update: the requestor's permission is checked after the prerequisites (§3.3).
 _UPDATE_PREREQ_RCODES = frozenset({NXDOMAIN, YXDOMAIN, YXRRSET, NXRRSET})
 
 _TSIG_CAUSES: Mapping[int, Cause] = {

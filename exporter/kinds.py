@@ -12,7 +12,7 @@ class ProbeKind(enum.StrEnum):
     IXFR = "ixfr"
     #: Full transfer (RFC 5936); only the first messages are read.
     AXFR = "axfr"
-    #: Dynamic UPDATE (RFC 2136) with a prerequisite that cannot hold.
+    #: Dynamic UPDATE (RFC 2136): a prerequisite that cannot hold, no update section.
     UPDATE = "update"
     #: NOTIFY (RFC 1996); opt-in, since it makes a secondary refresh.
     NOTIFY = "notify"

@@ -135,10 +135,11 @@ def build_message(spec: ProbeSpec, target_zone: str) -> dns.message.Message:
     if kind is ProbeKind.UPDATE:
         update = dns.update.UpdateMessage(zone)
         owner = _random_owner(zone)
+        # Prerequisite only, no update section: even if the prerequisite held, the
+        # server would have nothing to change. An answer of NXRRSET shows the opcode
+        # is implemented; it does not show we may update, since RFC 2136 checks
+        # prerequisites (§3.2) before the requestor's permission (§3.3).
         update.present(owner, dns.rdatatype.TXT)
-        # Deleting an RRset that does not exist is a no-op even if the
-        # prerequisite somehow held: no side effect by construction.
-        update.delete(owner, dns.rdatatype.TXT)
         return update
     if kind is ProbeKind.NOTIFY:
         message = dns.message.make_query(zone, dns.rdatatype.SOA, use_edns=False)
