@@ -7,10 +7,11 @@ Each has a remediation text shown in the status page, the CLI and alerts.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Mapping
 
 from exporter.kinds import ProbeKind
-from exporter.outcome import Outcome, WireEvent
+from exporter.outcome import DsoFacts, Outcome, WireEvent
 
 # RFC 1035 / 2136 / 6891 / 8490 / 8945 / 7873 rcode values.
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
@@ -204,17 +205,74 @@ def _classify_dso(outcome: Outcome, rcode: int) -> Cause:
     return _RCODE_CAUSES.get(rcode, Cause.UNEXPECTED_RCODE)
 
 
-def possible_gap_causes(kind: ProbeKind) -> tuple[Cause, ...]:
-    """The gap causes a probe kind can report, pre-created at 0 so that
-    ``increase()`` sees the very first occurrence."""
-    common = (Cause.NOT_IMPLEMENTED, Cause.REFUSED, Cause.NOT_AUTHORIZED,
-              Cause.FORMAT_ERROR, Cause.SERVER_FAILURE, Cause.NO_RESPONSE)  # fmt: skip
-    if kind.is_dso:
-        return (Cause.DSO_NOT_IMPLEMENTED, Cause.DSO_TYPE_NOT_IMPLEMENTED, Cause.REFUSED,
-                Cause.NOT_AUTHORIZED, Cause.FORMAT_ERROR, Cause.SERVER_FAILURE,
-                Cause.NO_RESPONSE, Cause.CONNECTION_CLOSED)  # fmt: skip
-    if kind is ProbeKind.QUERY:
-        return (*common, Cause.BAD_VERSION)
-    if kind.is_transfer:
-        return (*common, Cause.CONNECTION_CLOSED)
-    return common
+#: Causes of a reply that is not the server's answer to this request: a reply to
+#: something else (ID, opcode or question), bytes that are not DNS, our own DSO
+#: message echoed back, DSO answered over UDP, a reply whose TSIG failed. Their
+#: rcode never meets an expectation and never names the ``rcode`` label.
+_NOT_ANSWERS = frozenset({Cause.MISMATCHED_REPLY, Cause.MALFORMED, Cause.DSO_ECHOED,
+                          Cause.DSO_OVER_UDP, Cause.BAD_SIGNATURE, Cause.BAD_KEY,
+                          Cause.BAD_TIME})  # fmt: skip
+
+
+def answer_rcode(outcome: Outcome, cause: Cause) -> int | None:
+    """The rcode of the server's real answer to this request, or None when there is none."""
+    if outcome.event is not WireEvent.REPLY or outcome.tsig_error or cause in _NOT_ANSWERS:
+        return None
+    return outcome.rcode
+
+
+#: Rcodes a DNS header carries (with the OPT extension, RFC 6891 §6.1.3): the values
+#: the ``rcode`` label names. 17-22 belong to the TSIG/TKEY error field (RFC 8945,
+#: RFC 2930), never to a header; they and unassigned values share the label ``other``,
+#: so a hostile server cannot mint thousands of series per pair.
+_LABELLED_RCODES = frozenset({*range(NOERROR, DSOTYPENI + 1), BADVERS, BADCOOKIE})
+
+
+def rcode_label(rcode: int | None) -> str:
+    """The bounded ``rcode`` label value: a mnemonic, ``other`` or ``none`` (no answer)."""
+    if rcode is None:
+        return "none"
+    return RCODE_NAMES[rcode] if rcode in _LABELLED_RCODES else "other"
+
+
+#: Events each transport can end in without an answer (UDP adds TCP's when a
+#: truncated reply is retried over TCP; see possible_gap_series).
+_UDP_EVENTS = (WireEvent.TIMEOUT, WireEvent.CONNECTION_REFUSED, WireEvent.MISMATCHED,
+               WireEvent.MALFORMED, WireEvent.NETWORK_ERROR)  # fmt: skip
+_STREAM_EVENTS = (*_UDP_EVENTS, WireEvent.CLOSED, WireEvent.RESET)
+#: One rcode outside the labelled ones, standing for every unassigned value.
+_UNASSIGNED_RCODE = 4095
+
+
+@functools.lru_cache(maxsize=256)
+def possible_gap_series(kind: ProbeKind, transport: str, *, signed: bool = False,
+                        tcp_fallback: bool = True) -> frozenset[tuple[str, Cause]]:  # fmt: skip
+    """Every (``rcode`` label, cause) but ``none`` that a probe can report, pre-created
+    at 0 so that ``increase()`` sees the very first occurrence.
+
+    Derived from :func:`classify` itself, over every outcome the probe's transport
+    can end in, so the two cannot drift apart.
+    """
+    if transport == "udp":
+        events: tuple[WireEvent, ...] = _UDP_EVENTS
+        if not kind.is_dso:
+            events = _STREAM_EVENTS if tcp_fallback else (*_UDP_EVENTS, WireEvent.TRUNCATED)
+    else:
+        events = (*_STREAM_EVENTS, *((WireEvent.TLS_ERROR,) if transport == "tls" else ()))
+        if kind.is_dso:
+            events = (*events, WireEvent.NOT_SENT)  # held back during a Retry Delay
+    outcomes = [Outcome(event, transport=transport) for event in events]
+    tsig_errors = (None, BADSIG, BADKEY, BADTIME, 22) if signed else (None,)
+    for rcode in (*RCODE_NAMES, _UNASSIGNED_RCODE):
+        for tsig_error in tsig_errors:
+            outcomes.append(Outcome(WireEvent.REPLY, rcode, transport=transport,
+                                    tsig_error=tsig_error))  # fmt: skip
+            if kind.is_dso:
+                outcomes.append(Outcome(WireEvent.REPLY, rcode, transport=transport,
+                                        tsig_error=tsig_error, dso=DsoFacts(echoed=True)))
+    series = set()
+    for outcome in outcomes:
+        cause = classify(kind, outcome)
+        if cause is not Cause.NONE:
+            series.add((rcode_label(answer_rcode(outcome, cause)), cause))
+    return frozenset(series)

@@ -15,7 +15,7 @@ import dns.rdataclass
 import dns.rdatatype
 
 from exporter import __version__, conformance
-from exporter.causes import REMEDIATION
+from exporter.causes import REMEDIATION, rcode_name
 from exporter.config import (
     DEFAULT_LISTEN,
     ConfigError,
@@ -165,7 +165,7 @@ def _probe_command(args: argparse.Namespace) -> int:
         print(json.dumps(data, sort_keys=True))
         return 0
     outcome = result.outcome
-    rcode = result.rcode_label if outcome.rcode is not None else "no reply"
+    rcode = rcode_name(outcome.rcode) if outcome.rcode is not None else "no reply"
     line = (f"{args.server} {spec.kind.value}/{outcome.transport}: {rcode} -> "
             f"cause={result.cause.value} ({result.duration * 1000:.1f} ms)")  # fmt: skip
     if outcome.error:

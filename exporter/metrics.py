@@ -20,7 +20,7 @@ import dns.rdatatype
 from prometheus_client.metrics_core import Metric
 
 from exporter import __version__, conformance
-from exporter.causes import Cause, possible_gap_causes
+from exporter.causes import Cause, possible_gap_series
 from exporter.config import Config, ProbeSpec, Target
 from exporter.kinds import ProbeKind
 from exporter.outcome import DsoFacts
@@ -35,7 +35,8 @@ LATENESS_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 #: table is checked against this and against a live /metrics.
 METRICS: tuple[tuple[str, str, str], ...] = (
     ("dnsgap_probe_responses_total", "counter",
-     "Probe outcomes by response code (none: no DNS reply) and support-gap cause."),
+     "Probe outcomes by response code (none: no answer to this request; other: "
+     "unassigned) and support-gap cause."),
     ("dnsgap_support_gap", "gauge",
      "1 while the latest outcome of the probe shows this support-gap cause, else 0."),
     ("dnsgap_probe_last_rcode", "gauge",
@@ -183,8 +184,11 @@ class PairState:
     violations_total: dict[str, int] = field(default_factory=dict)
 
     def seed(self, with_histogram: bool) -> None:
-        for cause in possible_gap_causes(self.kind):
-            self.responses.setdefault((_cause_rcode(cause), cause.value), 0)
+        spec = self.spec
+        for rcode, cause in possible_gap_series(spec.kind, spec.transport.value,
+                                                signed=spec.tsig_key is not None,
+                                                tcp_fallback=spec.tcp_fallback):  # fmt: skip
+            self.responses.setdefault((rcode, cause.value), 0)
         if with_histogram and self.duration is None:
             self.duration = Histogram(DURATION_BUCKETS)
         if not with_histogram:
@@ -195,19 +199,6 @@ class PairState:
         for gone in [check for check in self.violation if check not in self.checks]:
             del self.violation[gone]
             self.violations_total.pop(gone, None)
-
-
-#: The rcode label a gap cause's pre-created series carries.
-_CAUSE_RCODES = {
-    Cause.NOT_IMPLEMENTED: "NOTIMP", Cause.DSO_NOT_IMPLEMENTED: "NOTIMP",
-    Cause.DSO_TYPE_NOT_IMPLEMENTED: "DSOTYPENI", Cause.REFUSED: "REFUSED",
-    Cause.NOT_AUTHORIZED: "NOTAUTH", Cause.FORMAT_ERROR: "FORMERR",
-    Cause.SERVER_FAILURE: "SERVFAIL", Cause.BAD_VERSION: "BADVERS",
-}  # fmt: skip
-
-
-def _cause_rcode(cause: Cause) -> str:
-    return _CAUSE_RCODES.get(cause, "none")
 
 
 @dataclass(slots=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from exporter import conformance
 from exporter import transport as tx
-from exporter.causes import Cause, classify, rcode_name
+from exporter.causes import Cause, answer_rcode, classify, rcode_label, rcode_name
 from exporter.config import FallbackSettings, ProbeSpec, Target, TlsSettings, Transport
 from exporter.kinds import ProbeKind
 from exporter.outcome import Outcome, WireEvent
@@ -41,7 +41,8 @@ class ProbeResult:
 
     @property
     def rcode_label(self) -> str:
-        return rcode_name(self.outcome.rcode)
+        """The bounded ``rcode`` label: ``none`` unless the server really answered."""
+        return rcode_label(answer_rcode(self.outcome, self.cause))
 
     def as_json(self) -> dict[str, object]:
         """The CLI's ``--json`` object: stable keys, documented in the README."""
@@ -75,9 +76,12 @@ class ProbeResult:
 
 
 def meets_expectation(spec: ProbeSpec, outcome: Outcome, cause: Cause) -> bool:
-    return cause.value in spec.expect or (
-        outcome.rcode is not None and rcode_name(outcome.rcode) in spec.expect
-    )
+    """An expected cause, or an expected rcode in the server's real answer to this
+    request: the rcode of a mismatched reply, an echo or garbage never counts."""
+    if cause.value in spec.expect:
+        return True
+    rcode = answer_rcode(outcome, cause)
+    return rcode is not None and rcode_name(rcode) in spec.expect
 
 
 class TlsContexts:

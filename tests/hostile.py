@@ -26,6 +26,7 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.opcode
+import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
@@ -80,6 +81,9 @@ class Mode(enum.StrEnum):
     LATE_REPLY = "late_reply"
     #: UDP: the reply with TC=1 and no records; TCP: the correct reply.
     TC_UDP = "tc_udp"
+    #: A correct reply whose rcode, with the OPT extension (RFC 6891 §6.1.3), is
+    #: :attr:`HostileServer.rcode` (by default 3000, unassigned).
+    EXTENDED_RCODE = "extended_rcode"
     #: A correct reply (the control case).
     HEALTHY = "healthy"
 
@@ -134,7 +138,8 @@ def _unsolicited_keepalive() -> bytes:
     return _HEADER.pack(0, _DSO_OPCODE << 11, 0, 0, 0, 0) + _KEEPALIVE_TLV
 
 
-def replies(mode: Mode, request: bytes, tcp: bool, flood: int = 5000) -> list[bytes]:
+def replies(mode: Mode, request: bytes, tcp: bool, flood: int = 5000,
+            rcode: int = 3000) -> list[bytes]:  # fmt: skip
     """The messages ``mode`` answers ``request`` with (pure; no framing)."""
     msg_id = _request_id(request)
     if mode is Mode.GARBAGE:
@@ -149,8 +154,10 @@ def replies(mode: Mode, request: bytes, tcp: bool, flood: int = 5000) -> list[by
         return [header + b"\xc0\x0c" + struct.pack("!HH", 6, 1)]
     if _opcode(request) == _DSO_OPCODE:
         return _dso_replies(mode, request, flood)
-    reply = correct_reply(request, edns=mode is Mode.DOUBLE_OPT)
-    if mode is Mode.WRONG_ID:
+    reply = correct_reply(request, edns=mode in (Mode.DOUBLE_OPT, Mode.EXTENDED_RCODE))
+    if mode is Mode.EXTENDED_RCODE:
+        reply.set_rcode(dns.rcode.Rcode.make(rcode))
+    elif mode is Mode.WRONG_ID:
         reply.id = (msg_id + 1) & 0xFFFF or 1
     elif mode is Mode.WRONG_OPCODE:
         other = dns.opcode.STATUS if reply.opcode() != dns.opcode.STATUS else dns.opcode.QUERY
@@ -204,7 +211,7 @@ class _Udp(asyncio.DatagramProtocol):
                     Mode.RST_MID_REPLY, Mode.ENDLESS_AXFR):  # fmt: skip
             return  # stream-only misbehaviours: silence on UDP
         try:
-            out = replies(mode, data, tcp=False, flood=server.flood)
+            out = replies(mode, data, tcp=False, flood=server.flood, rcode=server.rcode)
         except (dns.exception.DNSException, ValueError) as exc:
             server.stats.errors.append(repr(exc))
             return
@@ -233,6 +240,8 @@ class HostileServer:
         self.hold = 30.0
         #: Unsolicited messages the DSO flood modes send.
         self.flood = 5000
+        #: The full (12-bit) rcode EXTENDED_RCODE answers with.
+        self.rcode = 3000
         self._tcp: asyncio.Server | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -320,7 +329,7 @@ class HostileServer:
             if mode is Mode.LATE_REPLY:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), self.late_delay)
-            out = replies(mode, request, tcp=True, flood=self.flood)
+            out = replies(mode, request, tcp=True, flood=self.flood, rcode=self.rcode)
             await self._write(writer, b"".join(_frame(wire) for wire in out))
 
     async def _write(self, writer: asyncio.StreamWriter, data: bytes) -> None:

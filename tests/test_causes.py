@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.causes import REMEDIATION, Cause, classify, possible_gap_causes, rcode_name
+from exporter.causes import (
+    REMEDIATION,
+    Cause,
+    classify,
+    possible_gap_series,
+    rcode_label,
+    rcode_name,
+)
 from exporter.kinds import ProbeKind
 from exporter.outcome import DsoFacts, Outcome, WireEvent
 
@@ -116,9 +123,42 @@ def test_rcode_names_include_dso_and_extended_codes() -> None:
     assert rcode_name(4000) == "RCODE4000"
 
 
+def test_rcode_label_is_bounded_to_header_rcodes_and_other() -> None:
+    assert rcode_label(None) == "none"
+    assert [rcode_label(r) for r in (0, 5, 11, 16, 23)] == [
+        "NOERROR", "REFUSED", "DSOTYPENI", "BADVERS", "BADCOOKIE"]  # fmt: skip
+    # 12-15 and 24-4095 are unassigned; 17-22 live in the TSIG/TKEY error field only.
+    labels = {rcode_label(r) for r in (*range(12, 16), *range(17, 23), *range(24, 4096))}
+    assert labels == {"other"}
+
+
 def test_gap_series_precreated_per_kind_include_the_headline_gaps() -> None:
-    assert Cause.NOT_IMPLEMENTED in possible_gap_causes(ProbeKind.UPDATE)
-    assert Cause.BAD_VERSION in possible_gap_causes(ProbeKind.QUERY)
-    dso = possible_gap_causes(ProbeKind.DSO_PUSH_SUBSCRIBE)
+    def causes(kind: ProbeKind, transport: str = "udp") -> set[Cause]:
+        return {cause for _, cause in possible_gap_series(kind, transport)}
+
+    assert Cause.NOT_IMPLEMENTED in causes(ProbeKind.UPDATE)
+    assert Cause.BAD_VERSION in causes(ProbeKind.QUERY)
+    dso = causes(ProbeKind.DSO_PUSH_SUBSCRIBE, "tcp")
     assert Cause.DSO_NOT_IMPLEMENTED in dso
     assert Cause.DSO_TYPE_NOT_IMPLEMENTED in dso
+    assert Cause.DSO_ECHOED in dso
+
+
+def test_every_cause_a_probe_can_report_is_precreated_with_its_rcode_label() -> None:
+    query = possible_gap_series(ProbeKind.QUERY, "udp")
+    assert ("none", Cause.MISMATCHED_REPLY) in query
+    assert ("none", Cause.MALFORMED) in query
+    assert ("none", Cause.CONNECTION_CLOSED) in query  # a truncated reply retried over TCP
+    assert ("NOTZONE", Cause.NOT_ZONE) in query
+    assert ("BADCOOKIE", Cause.BAD_COOKIE) in query
+    assert ("other", Cause.UNEXPECTED_RCODE) in query
+    assert ("YXRRSET", Cause.UNEXPECTED_RCODE) in query
+    assert not {cause for _, cause in query} & {Cause.NONE, Cause.TLS_ERROR, Cause.TRUNCATED}
+    assert ("none", Cause.TRUNCATED) in possible_gap_series(ProbeKind.QUERY, "udp",
+                                                            tcp_fallback=False)  # fmt: skip
+    assert ("none", Cause.TLS_ERROR) in possible_gap_series(ProbeKind.AXFR, "tls")
+    signed = possible_gap_series(ProbeKind.AXFR, "tcp", signed=True)
+    assert {("none", Cause.BAD_SIGNATURE), ("none", Cause.BAD_KEY)} <= signed
+    # UPDATE's prerequisite rcodes are answers, not gaps
+    assert ("NXRRSET", Cause.UNEXPECTED_RCODE) not in possible_gap_series(
+        ProbeKind.UPDATE, "udp")  # fmt: skip

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import importlib.util
 import itertools
 import time
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 from exporter.causes import Cause
 from exporter.config import Config, ProbeSpec, SchedulerSettings, Target, Transport
 from exporter.kinds import ProbeKind
+from exporter.metrics import MetricsState
 from exporter.probes import ProbeResult, run_probe
 from exporter.refserver import ServerBehaviour
 from exporter.refserver import start as start_refserver
@@ -26,7 +26,6 @@ TIMEOUT = 0.6
 #: Closing a stream session may wait up to a second for the peer (transport.py).
 SLACK = 0.6
 ZONE = "hostile.example."
-HAS_DSO_CLIENT = importlib.util.find_spec("exporter.dso_client") is not None
 
 
 def spec(kind: ProbeKind = ProbeKind.QUERY, transport: Transport = Transport.UDP,
@@ -42,15 +41,33 @@ async def probe(server: HostileServer, probe_spec: ProbeSpec) -> ProbeResult:
     return await run_probe(target, probe_spec)
 
 
-def run_mode(mode: Mode, probe_spec: ProbeSpec, late_delay: float = 2.0) -> ProbeResult:
+def run_mode(mode: Mode, probe_spec: ProbeSpec, late_delay: float = 2.0,
+             rcode: int = 3000) -> ProbeResult:  # fmt: skip
     async def main() -> ProbeResult:
         async with await HostileServer.start(mode) as server:
-            server.late_delay = late_delay
+            server.late_delay, server.rcode = late_delay, rcode
             result = await probe(server, probe_spec)
             assert not server.stats.errors, server.stats.errors
             return result
 
     return asyncio.run(main())
+
+
+def fresh_state(probe_spec: ProbeSpec) -> MetricsState:
+    target = Target(name="hostile", host="127.0.0.1", port=53, probes=(probe_spec,), zone=ZONE)
+    state = MetricsState()
+    state.sync(Config(targets=(target,)), [(target, probe_spec)])
+    return state
+
+
+def assert_series_existed_at_zero(probe_spec: ProbeSpec, result: ProbeResult) -> None:
+    """The counter series this result increments was there, at 0, before any probe ran
+    (else ``increase()`` would miss this first occurrence)."""
+    if result.cause is Cause.NONE:
+        return
+    responses = fresh_state(probe_spec).pairs[("hostile", probe_spec.name)].responses
+    assert responses.get((result.rcode_label, result.cause.value)) == 0, (
+        result.rcode_label, result.cause, sorted(responses))  # fmt: skip
 
 
 UDP, TCP = Transport.UDP, Transport.TCP
@@ -91,9 +108,11 @@ def test_hostile_reply_becomes_a_typed_outcome_within_the_deadline(
     mode: Mode, transport: Transport, cause: Cause, error: str | None
 ) -> None:
     started = time.monotonic()
-    result = run_mode(mode, spec(transport=transport))
+    probe_spec = spec(transport=transport)
+    result = run_mode(mode, probe_spec)
     elapsed = time.monotonic() - started
     assert result.cause is cause, result.as_json()
+    assert_series_existed_at_zero(probe_spec, result)
     if error is None:
         assert result.outcome.error is None
     else:
@@ -160,9 +179,66 @@ def test_update_and_ixfr_against_hostile_modes_stay_typed() -> None:
             assert result.cause in {Cause.MALFORMED, Cause.MISMATCHED_REPLY}, (kind, mode)
 
 
-# -- DSO (needs the DSO client, exporter/dso_client.py) --------------------------------
+#: Replies that are not the server's answer to our request, each carrying NOERROR.
+NOT_ANSWERS = [(Mode.WRONG_OPCODE, UDP), (Mode.WRONG_OPCODE, TCP), (Mode.WRONG_ID, UDP),
+               (Mode.WRONG_QUESTION, UDP), (Mode.QR0_ECHO, TCP)]  # fmt: skip
 
-needs_dso = pytest.mark.skipif(not HAS_DSO_CLIENT, reason="exporter.dso_client not present yet")
+
+@pytest.mark.parametrize(("mode", "transport"), NOT_ANSWERS,
+                         ids=[f"{m.value}-{t.value}" for m, t in NOT_ANSWERS])  # fmt: skip
+def test_an_expected_rcode_is_not_met_by_a_reply_that_does_not_answer_the_request(
+    mode: Mode, transport: Transport
+) -> None:
+    result = run_mode(mode, spec(transport=transport, expect=frozenset({"NOERROR"})))
+    assert result.cause is Cause.MISMATCHED_REPLY, result.as_json()
+    assert result.success is False
+    # Nor does its rcode name the counter's rcode label: it answered something else.
+    assert result.rcode_label == "none"
+
+
+def test_an_expected_rcode_is_met_by_the_real_answer() -> None:
+    result = run_mode(Mode.HEALTHY, spec(expect=frozenset({"NOERROR"})))
+    assert (result.cause, result.success, result.rcode_label) == (Cause.NONE, True, "NOERROR")
+
+
+def test_an_expected_noerror_is_not_met_by_a_dso_echo() -> None:
+    probe_spec = spec(ProbeKind.DSO_KEEPALIVE, TCP, expect=frozenset({"NOERROR"}))
+
+    async def main() -> ProbeResult:
+        server = await start_refserver(ServerBehaviour(dso="echo"))
+        try:
+            target = Target(name="hostile", host="127.0.0.1", port=server.port,
+                            probes=(probe_spec,), zone=ZONE)  # fmt: skip
+            return await run_probe(target, probe_spec)
+        finally:
+            await server.close()
+
+    result = asyncio.run(main())
+    assert result.outcome.rcode == 0  # the echo carries NOERROR...
+    assert result.cause is Cause.DSO_ECHOED, result.as_json()
+    assert result.success is False  # ...which is no answer
+    assert_series_existed_at_zero(probe_spec, result)
+
+
+def test_unassigned_extended_rcodes_share_one_rcode_label_and_keep_their_value() -> None:
+    probe_spec = spec()
+    state = fresh_state(probe_spec)
+    for rcode in (3000, 4000, 12):
+        result = run_mode(Mode.EXTENDED_RCODE, probe_spec, rcode=rcode)
+        assert (result.outcome.rcode, result.cause) == (rcode, Cause.UNEXPECTED_RCODE)
+        assert result.rcode_label == "other"
+        assert_series_existed_at_zero(probe_spec, result)
+        state.record("hostile", probe_spec.name, result)
+    pair = state.pairs[("hostile", probe_spec.name)]
+    assert pair.responses[("other", "unexpected_rcode")] == 3
+    assert not [label for label, _ in pair.responses if label.startswith("RCODE")]
+    assert pair.last_rcode == 12
+    text = state.render()
+    assert 'dnsgap_probe_last_rcode{target="hostile",probe="query_udp"} 12' in text
+
+
+# -- DSO -------------------------------------------------------------------------------
+
 DSO_CASES = [
     (Mode.DSO_TRUNCATED_TLV, {Cause.MALFORMED}),
     (Mode.DSO_TLV_PAST_END, {Cause.MALFORMED}),
@@ -182,13 +258,14 @@ DSO_CASES = [
 ]
 
 
-@needs_dso
 @pytest.mark.parametrize(("mode", "causes"), DSO_CASES, ids=[m.value for m, _ in DSO_CASES])
 def test_hostile_dso_reply_becomes_a_typed_outcome_within_the_deadline(
     mode: Mode, causes: set[Cause]
 ) -> None:
-    result = run_mode(mode, spec(ProbeKind.DSO_KEEPALIVE, TCP))
+    probe_spec = spec(ProbeKind.DSO_KEEPALIVE, TCP)
+    result = run_mode(mode, probe_spec)
     assert result.cause in causes, result.as_json()
+    assert_series_existed_at_zero(probe_spec, result)
     assert result.duration <= TIMEOUT + SLACK
     # The flood sends 5000 x 26 bytes; a bounded client stops well before.
     assert result.outcome.bytes_received <= 65535 + 2
