@@ -14,7 +14,14 @@ from exporter.causes import Cause, answer_rcode, classify, rcode_label, rcode_na
 from exporter.config import FallbackSettings, ProbeSpec, Target, TlsSettings, Transport
 from exporter.kinds import ProbeKind
 from exporter.outcome import Outcome, WireEvent
-from exporter.wire import WireRequest, is_truncated, read_reply, request_for
+from exporter.wire import (
+    WireRequest,
+    first_record_end,
+    is_truncated,
+    read_reply,
+    read_transfer_head,
+    request_for,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,16 +143,23 @@ async def exchange_classic(target: Target, spec: ProbeSpec, request: WireRequest
             return _with_checks(read_reply(request, result.wire, "udp"), target, spec,
                                 request, udp_reply, udp_reply=udp_reply)  # fmt: skip
     context = contexts.get(target.tls) if transport is Transport.TLS else None
-    limit = spec.max_transfer_bytes if spec.kind.is_transfer else 65535
+    transfer = spec.kind.is_transfer
+    # A transfer is judged from its header and first SOA: max_transfer_bytes bounds
+    # what is read beyond them, and never turns a working transfer into `malformed`.
     result = await tx.stream_exchange(
         target.host, target.port, request.wire, spec.timeout,
         transport_name=transport.value, ssl_context=context,
-        server_hostname=target.tls.server_name, max_bytes=min(limit, 65535),
+        server_hostname=target.tls.server_name,
+        max_bytes=min(spec.max_transfer_bytes, 65535) if transfer else 65535,
+        needed=first_record_end if transfer else None,
     )  # fmt: skip
     if isinstance(result, Outcome):
         return result
-    outcome = read_reply(request, result.wire, transport.value,
-                         first_of_transfer=spec.kind.is_transfer)  # fmt: skip
+    if result.length is not None:
+        outcome = read_transfer_head(request, result.wire, result.length, transport.value)
+    else:
+        outcome = read_reply(request, result.wire, transport.value,
+                             first_of_transfer=transfer)  # fmt: skip
     return _with_checks(outcome, target, spec, request, result.wire, udp_reply=udp_reply)
 
 

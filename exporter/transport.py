@@ -14,6 +14,7 @@ import ipaddress
 import socket
 import ssl
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from exporter.config import TlsSettings
@@ -27,6 +28,9 @@ class Received:
     wire: bytes
     #: Datagrams with another message ID that arrived before the matching one.
     mismatched: int = 0
+    #: The message's length when ``wire`` holds only its first bytes (a transfer's
+    #: first message longer than the cap); None when ``wire`` is the whole message.
+    length: int | None = None
 
 
 ExchangeResult = Received | Outcome
@@ -170,6 +174,23 @@ class StreamSession:
         self.writer.write(_LENGTH.pack(len(wire)) + wire)
         await self.writer.drain()
 
+    async def read_head(self, max_bytes: int, needed: Callable[[bytes], int | None]) -> Received:
+        """One length-prefixed message, or only its first bytes when it is longer than
+        ``max_bytes``: those, extended to what ``needed(head)`` says the head must hold."""
+        (length,) = _LENGTH.unpack(await self.reader.readexactly(2))
+        self.received += 2
+        if length <= max_bytes:
+            data = await self.reader.readexactly(length)
+            self.received += length
+            return Received(data)
+        head = await self.reader.readexactly(max_bytes)
+        self.received += max_bytes
+        while (want := needed(head)) is not None and len(head) < min(want, length):
+            more = await self.reader.readexactly(min(want, length) - len(head))
+            self.received += len(more)
+            head += more
+        return Received(head, length=length)
+
     async def read_message(self, max_bytes: int = 65535) -> bytes:
         """One length-prefixed message; raises on EOF/reset, refuses more than max_bytes."""
         (length,) = _LENGTH.unpack(await self.reader.readexactly(2))
@@ -214,12 +235,16 @@ async def stream_exchange(host: str, port: int, wire: bytes, timeout: float, *,
                           transport_name: str = "tcp",
                           ssl_context: ssl.SSLContext | None = None,
                           server_hostname: str | None = None,
-                          max_bytes: int = 65535) -> ExchangeResult:  # fmt: skip
+                          max_bytes: int = 65535,
+                          needed: Callable[[bytes], int | None] | None = None,
+                          ) -> ExchangeResult:  # fmt: skip
     """Connect, send one message, read the first reply message, close.
 
     Transfers stop after the first message: it carries the rcode and the first
-    SOA, which is all the classification needs, so a server streaming a huge
-    zone costs at most ``max_bytes``.
+    SOA, which is all the classification needs. With ``needed``, a first message
+    longer than ``max_bytes`` is read only as far as ``max_bytes`` or what
+    ``needed`` asks for (its header and first SOA), whichever is more; without
+    it, such a message is ``malformed``.
     """
     session: StreamSession | None = None
     try:
@@ -227,6 +252,8 @@ async def stream_exchange(host: str, port: int, wire: bytes, timeout: float, *,
             session = await open_stream(host, port, transport_name, ssl_context,
                                         server_hostname)  # fmt: skip
             await session.send(wire)
+            if needed is not None:
+                return await session.read_head(max_bytes, needed)
             return Received(await session.read_message(max_bytes))
     except _OverCap as exc:
         received = session.received if session else 0

@@ -7,6 +7,7 @@ into an :class:`Outcome`. The transports move bytes; this module judges them.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import struct
 from dataclasses import dataclass
@@ -231,6 +232,89 @@ def header_fields(wire: bytes) -> tuple[int, int, int, int] | None:
 def is_truncated(wire: bytes) -> bool:
     fields = header_fields(wire)
     return fields is not None and bool(fields[1] & _TC)
+
+
+def _name_end(wire: bytes, offset: int) -> int | None:
+    """Where the (possibly compressed) name at ``offset`` ends; past ``len(wire)``
+    when the bytes stop first, None for a label type that is not DNS (RFC 1035 §4.1.4)."""
+    while offset < len(wire):
+        length = wire[offset]
+        if length == 0:
+            return offset + 1
+        if length & 0xC0 == 0xC0:  # a pointer ends the name
+            return offset + 2
+        if length & 0xC0:
+            return None
+        offset += 1 + length
+    return offset + 1
+
+
+def first_record_end(wire: bytes) -> int | None:
+    """The bytes a transfer's first message must have for it to be judged: its header,
+    question and first answer record (RFC 5936 §2.2: the zone's SOA).
+
+    ``wire`` may be the first bytes of a longer message; a result past ``len(wire)``
+    says how many are needed at least. None when the bytes are not DNS.
+    """
+    found = _first_record(wire)
+    return None if found is None else found[0]
+
+
+def _first_record(wire: bytes) -> tuple[int, int | None] | None:
+    """(end, type) of the first answer record; type None when there is no answer."""
+    if len(wire) < _HEADER.size:
+        return _HEADER.size, None
+    _, _, qdcount, ancount, _, _ = _HEADER.unpack_from(wire)
+    offset = _HEADER.size
+    for _ in range(qdcount):
+        end = _name_end(wire, offset)
+        if end is None:
+            return None
+        offset = end + 4  # QTYPE, QCLASS
+        if offset > len(wire):
+            return offset, None
+    if ancount == 0:
+        return offset, None
+    end = _name_end(wire, offset)
+    if end is None:
+        return None
+    if end + 10 > len(wire):
+        return end + 10, None  # TYPE, CLASS, TTL, RDLENGTH
+    rrtype, _, _, rdlength = struct.unpack_from("!HHIH", wire, end)
+    return end + 10 + rdlength, rrtype
+
+
+def read_transfer_head(request: WireRequest, head: bytes, length: int,
+                       transport: str) -> Outcome:  # fmt: skip
+    """Judge a transfer from the first bytes of a first message longer than the cap.
+
+    ``head`` holds at least the header, question and first answer record (see
+    :func:`first_record_end`): the message is judged as if it held only those, and
+    that first record must be the zone's SOA (RFC 5936 §2.2, RFC 1995 §4).
+    """
+    found = _first_record(head)
+    size = len(head)
+    if found is None or found[0] > size:
+        return Outcome(WireEvent.MALFORMED, error=f"first message of {length} bytes: no "
+                       "DNS header, question and first record in its first "
+                       f"{size} bytes", transport=transport, bytes_received=size)  # fmt: skip
+    end, rrtype = found
+    msg_id, flags, qdcount, ancount, _, _ = _HEADER.unpack_from(head)
+    cut = _HEADER.pack(msg_id, flags, qdcount, min(ancount, 1), 0, 0) + head[_HEADER.size:end]
+    # The TSIG record is at the end of the message, past the cap: the head is judged
+    # unsigned, and the details say so.
+    unsigned = WireRequest(request.wire, request.msg_id, request.opcode, request.question)
+    outcome = read_reply(unsigned, cut, transport, first_of_transfer=True)
+    details: dict[str, object] = {**outcome.details, "first_message_bytes": length,
+                                  "read_bytes": size}  # fmt: skip
+    if request.keyring is not None:
+        details["tsig"] = "not verified: the TSIG record is past max_transfer_bytes"
+    if outcome.replied and rrtype is not None and rrtype != dns.rdatatype.SOA:
+        return dataclasses.replace(
+            outcome, event=WireEvent.MALFORMED, bytes_received=size, details=details,
+            error=f"transfer starts with a {dns.rdatatype.to_text(_rdtype(rrtype))} record, not "
+            "the zone's SOA (RFC 5936 §2.2)")  # fmt: skip
+    return dataclasses.replace(outcome, bytes_received=size, details=details)
 
 
 #: What the dnspython half of :func:`read_reply` concluded about a reply:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import socket
 import ssl
+import threading
 
+import dns.flags
+import dns.message
+import dns.rrset
 import pytest
 
 from exporter import refserver
@@ -87,6 +92,56 @@ def test_transfers_are_classified_from_the_first_message(
 ) -> None:
     result = run_against(behaviour, probe_spec(kind, Transport.TCP))
     assert (result.rcode_label, result.cause) == (rcode, cause)
+
+
+def _serve_one_transfer_message(message: dns.message.Message) -> socket.socket:
+    """A TCP listener that answers one request with ``message`` under the request's ID."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            head = conn.recv(2)
+            request = dns.message.from_wire(conn.recv(int.from_bytes(head, "big")))
+            message.id = request.id
+            message.question = request.question
+            wire = message.to_wire()
+            with contextlib.suppress(OSError):  # the prober stops reading at its cap
+                conn.sendall(len(wire).to_bytes(2, "big") + wire)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener
+
+
+@pytest.mark.parametrize("kind", [ProbeKind.AXFR, ProbeKind.IXFR])
+def test_a_transfer_cap_below_the_first_message_still_judges_from_header_and_soa(
+    kind: ProbeKind,
+) -> None:
+    # One first message of ~5 KB whose SOA alone ends past the 512-byte cap (long,
+    # uncompressible MNAME and RNAME), as a server packing a whole zone would send.
+    message = dns.message.Message()
+    message.flags = dns.flags.QR | dns.flags.AA
+    mname, rname = (".".join([letter * 60] * 4) + f".{letter}." for letter in "ab")
+    message.answer.append(dns.rrset.from_text(ZONE, 300, "IN", "SOA",
+                                              f"{mname} {rname} 7 3600 600 86400 300"))  # fmt: skip
+    for i in range(40):
+        message.answer.append(dns.rrset.from_text(f"t{i}.{ZONE}", 300, "IN", "TXT",
+                                                  '"' + "x" * 100 + '"'))  # fmt: skip
+    listener = _serve_one_transfer_message(message)
+    spec = probe_spec(kind, Transport.TCP, max_transfer_bytes=512)
+    target = Target("big", "127.0.0.1", listener.getsockname()[1], (spec,), zone=ZONE)
+    try:
+        result = asyncio.run(run_probe(target, spec))
+    finally:
+        listener.close()
+    assert (result.rcode_label, result.cause) == ("NOERROR", Cause.NONE), result.as_json()
+    details = result.outcome.details
+    assert details["first_message_bytes"] > 4000  # type: ignore[operator]
+    # Read: the header, question and SOA (past the cap, as they must be judged), no more.
+    # header, question, SOA owner (a pointer), fixed part, MNAME, RNAME, five counters
+    soa_end = 12 + len(ZONE) + 1 + 4 + 2 + 10 + (len(mname) + 1) * 2 + 20
+    assert soa_end > 512
+    assert details["read_bytes"] == result.outcome.bytes_received == soa_end
 
 
 def test_edns_version_1_gets_badvers_and_that_meets_its_expectation() -> None:

@@ -7,12 +7,19 @@ import dns.message
 import dns.opcode
 import dns.rcode
 import dns.rdatatype
+import dns.rrset
 import dns.update
 
 from exporter.config import EdnsSettings, ProbeSpec
 from exporter.kinds import ProbeKind
 from exporter.outcome import WireEvent
-from exporter.wire import build_request, read_reply
+from exporter.wire import (
+    WireRequest,
+    build_request,
+    first_record_end,
+    read_reply,
+    read_transfer_head,
+)
 
 
 def spec(kind: ProbeKind, **kwargs: object) -> ProbeSpec:
@@ -123,6 +130,50 @@ def test_short_garbage_is_malformed_not_an_exception() -> None:
     assert read_reply(request, b"\x00\x01", "udp").event is WireEvent.MALFORMED
     junk = request.wire[:2] + b"\x80\x00\x00\x05" + b"\xff" * 30
     assert read_reply(request, junk, "tcp").event is WireEvent.MALFORMED
+
+
+def _axfr_reply(request: WireRequest, first: str, records: int) -> bytes:
+    query = dns.message.from_wire(request.wire)
+    response = dns.message.make_response(query)
+    zone = query.question[0].name
+    response.answer.append(dns.rrset.from_text(zone, 300, "IN", first, *(
+        ["ns1.gap.test. host.gap.test. 1 2 3 4 5"] if first == "SOA" else ['"first"'])))
+    for i in range(records):
+        response.answer.append(dns.rrset.from_text(f"t{i}.gap.test.", 300, "IN", "TXT",
+                                                   '"' + "x" * 100 + '"'))  # fmt: skip
+    return response.to_wire()
+
+
+def test_first_record_end_says_how_much_of_a_transfer_head_is_needed() -> None:
+    request = build_request(spec(ProbeKind.AXFR), "gap.test.")
+    wire = _axfr_reply(request, "SOA", 10)
+    end = first_record_end(wire)
+    assert end is not None
+    # header, question (gap.test. AXFR IN), then the SOA: owner pointer, fixed part, rdata
+    question_end = 12 + len(b"\x03gap\x04test\x00") + 4
+    assert end == question_end + 2 + 10 + int.from_bytes(wire[question_end + 10:][:2], "big")
+    for cut in (5, 12, 20, question_end + 3, end - 1):
+        assert first_record_end(wire[:cut]) > cut  # type: ignore[operator]
+    assert first_record_end(wire[:end]) == end
+    assert first_record_end(wire[:12] + b"\x80") is None  # label type 0b10: not DNS
+
+
+def test_a_transfer_head_is_judged_as_header_plus_first_record() -> None:
+    request = build_request(spec(ProbeKind.AXFR), "gap.test.")
+    wire = _axfr_reply(request, "SOA", 30)
+    head = wire[:first_record_end(wire)]
+    outcome = read_transfer_head(request, head, len(wire), "tcp")
+    assert (outcome.event, outcome.rcode) == (WireEvent.REPLY, 0)
+    assert outcome.details["first_message_bytes"] == len(wire)
+    assert outcome.bytes_received == len(head)
+
+
+def test_a_transfer_head_that_does_not_start_with_the_soa_is_malformed() -> None:
+    request = build_request(spec(ProbeKind.AXFR), "gap.test.")
+    wire = _axfr_reply(request, "TXT", 30)
+    outcome = read_transfer_head(request, wire[:600], len(wire), "tcp")
+    assert outcome.event is WireEvent.MALFORMED
+    assert "not the zone's SOA (RFC 5936 §2.2)" in (outcome.error or "")
 
 
 def test_with_id_changes_only_the_id() -> None:

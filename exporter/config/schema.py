@@ -116,7 +116,8 @@ class ProbeSpec:
     #: A truncated UDP reply is retried over TCP (RFC 7766); if False it is
     #: reported as ``truncated``.
     tcp_fallback: bool = True
-    #: Transfers read only this much before classifying and closing.
+    #: Transfers read only this much of the first message (or as far as its header,
+    #: question and first SOA reach, if more) before classifying and closing.
     max_transfer_bytes: int = 65536
     #: Rcode mnemonics ("NOERROR") and/or cause names ("none") that count as
     #: healthy for ``dnsgap_probe_success``.

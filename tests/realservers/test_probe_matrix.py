@@ -26,7 +26,8 @@ from .test_answers import EXPECTED, SILENCE_TIMEOUT, TRANSPORTS, UNASSIGNED_OPCO
 #: What an observation from test_answers means for dnsgap: (rcode mnemonic, cause).
 IMPLIED: dict[str, tuple[str | None, str]] = {
     "NOERROR": ("NOERROR", "none"),
-    # RFC 2136 §3.2: a failed prerequisite proves UPDATE is implemented and allowed.
+    # RFC 2136 §3.2: a failed prerequisite shows UPDATE is implemented (not that we may
+    # update: permission is checked after the prerequisites, §3.3).
     "NXRRSET": ("NXRRSET", "none"),
     "FORMERR": ("FORMERR", "format_error"),
     "SERVFAIL": ("SERVFAIL", "server_failure"),
