@@ -207,16 +207,16 @@ def _classify_dso(outcome: Outcome, rcode: int) -> Cause:
 
 #: Causes of a reply that is not the server's answer to this request: a reply to
 #: something else (ID, opcode or question), bytes that are not DNS, our own DSO
-#: message echoed back, DSO answered over UDP, a reply whose TSIG failed. Their
-#: rcode never meets an expectation and never names the ``rcode`` label.
+#: message echoed back, DSO answered over UDP. Their rcode never meets an
+#: expectation and never names the ``rcode`` label. (A TSIG error the server
+#: reports is its answer; a reply failing our own TSIG check is ``malformed``.)
 _NOT_ANSWERS = frozenset({Cause.MISMATCHED_REPLY, Cause.MALFORMED, Cause.DSO_ECHOED,
-                          Cause.DSO_OVER_UDP, Cause.BAD_SIGNATURE, Cause.BAD_KEY,
-                          Cause.BAD_TIME})  # fmt: skip
+                          Cause.DSO_OVER_UDP})  # fmt: skip
 
 
 def answer_rcode(outcome: Outcome, cause: Cause) -> int | None:
     """The rcode of the server's real answer to this request, or None when there is none."""
-    if outcome.event is not WireEvent.REPLY or outcome.tsig_error or cause in _NOT_ANSWERS:
+    if outcome.event is not WireEvent.REPLY or cause in _NOT_ANSWERS:
         return None
     return outcome.rcode
 
@@ -262,14 +262,15 @@ def possible_gap_series(kind: ProbeKind, transport: str, *, signed: bool = False
         if kind.is_dso:
             events = (*events, WireEvent.NOT_SENT)  # held back during a Retry Delay
     outcomes = [Outcome(event, transport=transport) for event in events]
-    tsig_errors = (None, BADSIG, BADKEY, BADTIME, 22) if signed else (None,)
     for rcode in (*RCODE_NAMES, _UNASSIGNED_RCODE):
-        for tsig_error in tsig_errors:
+        outcomes.append(Outcome(WireEvent.REPLY, rcode, transport=transport))
+        if kind.is_dso:
             outcomes.append(Outcome(WireEvent.REPLY, rcode, transport=transport,
-                                    tsig_error=tsig_error))  # fmt: skip
-            if kind.is_dso:
-                outcomes.append(Outcome(WireEvent.REPLY, rcode, transport=transport,
-                                        tsig_error=tsig_error, dso=DsoFacts(echoed=True)))
+                                    dso=DsoFacts(echoed=True)))  # fmt: skip
+    if signed:
+        # RFC 8945 §5.2: a server reports a TSIG error with rcode NOTAUTH.
+        outcomes += [Outcome(WireEvent.REPLY, NOTAUTH, transport=transport, tsig_error=error)
+                     for error in (BADSIG, BADKEY, BADTIME, 22)]  # fmt: skip
     series = set()
     for outcome in outcomes:
         cause = classify(kind, outcome)

@@ -158,7 +158,7 @@ def test_every_cause_a_probe_can_report_is_precreated_with_its_rcode_label() -> 
                                                             tcp_fallback=False)  # fmt: skip
     assert ("none", Cause.TLS_ERROR) in possible_gap_series(ProbeKind.AXFR, "tls")
     signed = possible_gap_series(ProbeKind.AXFR, "tcp", signed=True)
-    assert {("none", Cause.BAD_SIGNATURE), ("none", Cause.BAD_KEY)} <= signed
+    assert {("NOTAUTH", Cause.BAD_SIGNATURE), ("NOTAUTH", Cause.BAD_KEY)} <= signed
     # UPDATE's prerequisite rcodes are answers, not gaps
     assert ("NXRRSET", Cause.UNEXPECTED_RCODE) not in possible_gap_series(
         ProbeKind.UPDATE, "udp")  # fmt: skip
