@@ -58,8 +58,6 @@ REGRESSED = ServerBehaviour(update="notimp", dso="no_push")
 
 _DEMO_CONFIG = """\
 # The demo's config: the same format as any dnsgap config file.
-scheduler:
-  max_concurrency: 64
 defaults:
   interval: 10s
   timeout: 1s

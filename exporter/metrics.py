@@ -77,7 +77,9 @@ METRICS: tuple[tuple[str, str, str], ...] = (
      "How late scheduled probes started relative to their due time."),
     ("dnsgap_probes_in_flight", "gauge", "Probes currently running."),
     ("dnsgap_probes_skipped_total", "counter",
-     "Scheduled probe runs skipped, by reason (overlap: previous run still going)."),
+     "Scheduled probe runs skipped, by reason (overlap: previous run still going; "
+     "pending_limit, fd_limit: over the target's fair share of the bound; "
+     "no_descriptors: the process ran out of file descriptors)."),
     ("dnsgap_probe_requests_waiting", "gauge",
      "/probe requests waiting for a free probe slot."),
     ("dnsgap_probe_requests_queued_total", "counter",
@@ -88,6 +90,10 @@ METRICS: tuple[tuple[str, str, str], ...] = (
 )  # fmt: skip
 
 _TYPES = {name: kind for name, kind, _ in METRICS}
+#: Why a scheduled run did not happen: its previous run was still going (overlap),
+#: the pending-probe or descriptor bound refused it (its target over its fair share
+#: and the spare pool empty), or opening a socket failed with EMFILE/ENFILE.
+SKIP_REASONS = ("overlap", "pending_limit", "fd_limit", "no_descriptors")
 
 
 def escape_label_value(value: str) -> str:
@@ -223,7 +229,8 @@ class MetricsState:
         self.reloads: dict[str, int] = {"success": 0, "failure": 0}
         self.lateness = Histogram(LATENESS_BUCKETS)
         self.in_flight = 0
-        self.skipped: dict[str, int] = {"overlap": 0}
+        #: Skip reasons exist at 0 from start-up (exporter/scheduler.py).
+        self.skipped: dict[str, int] = dict.fromkeys(SKIP_REASONS, 0)
         # /probe admission (exporter.admission).
         self.probe_requests_waiting = 0
         self.probe_requests_queued = 0

@@ -7,6 +7,12 @@ by bench/), so APScheduler owns the clock and the lifecycle while the
 per-run work stays a heap pop and a ``call_at``. Each pair's phase inside its
 interval comes from a stable hash, so 1,000 probes on the same interval spread
 over it instead of firing in the same millisecond, and restarts keep the spread.
+
+A probe starts at its due time or not at all: nothing queues behind a probe that
+waits on a silent server. The bounds that protect the process (probes pending at
+once, file descriptors) admit or refuse at once, fairly per target
+(exporter/capacity.py), and every refusal is counted by reason on
+``dnsgap_probes_skipped_total``.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ from dataclasses import dataclass, field
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from exporter.config import ProbeSpec, SchedulerSettings, Target
+from exporter import capacity
+from exporter.capacity import Budget, DescriptorsExhausted
+from exporter.config import ProbeSpec, SchedulerSettings, Target, Transport
 from exporter.metrics import MetricsState
 from exporter.probes import ProbeResult
 
@@ -51,6 +59,30 @@ def next_due(previous_due: float, interval: float, now: float) -> float:
     return due
 
 
+def uses_descriptor(spec: ProbeSpec) -> bool:
+    """A TCP/TLS exchange (DSO included) holds a file descriptor while it runs; a UDP
+    probe waits on a shared socket."""
+    return spec.transport is not Transport.UDP or spec.kind.is_transfer
+
+
+def budgets(pairs: list[tuple[Target, ProbeSpec]], settings: SchedulerSettings,
+            descriptors: int) -> tuple[capacity.Shares, capacity.Shares]:  # fmt: skip
+    """(all pending probes, stream probes) shares for a pair set: sized from each
+    pair's timeout / interval, the stream one also capped by the free descriptors."""
+    demands = [(target.name, capacity.pair_demand(spec.interval, spec.timeout,
+                                                   spec.fallback is not None))
+               for target, spec in pairs]  # fmt: skip
+    pending = capacity.plan(demands, settings.max_concurrency)
+    streams = [item for item, (_, spec) in zip(demands, pairs, strict=True)
+               if uses_descriptor(spec)]  # fmt: skip
+    wanted = capacity.plan(streams)
+    if settings.max_concurrency is not None:
+        wanted = capacity.plan(streams, min(wanted.capacity, settings.max_concurrency))
+    if descriptors < wanted.capacity:
+        wanted = capacity.plan(streams, descriptors)
+    return pending, wanted
+
+
 @dataclass(slots=True)
 class _Pair:
     target: Target
@@ -58,6 +90,8 @@ class _Pair:
     due: float
     generation: int
     running: bool = False
+    #: Counted against the descriptor budget while it runs.
+    stream: bool = False
 
 
 @dataclass(order=True, slots=True)
@@ -69,8 +103,8 @@ class _Entry:
 
 
 class ProbeScheduler:
-    """Runs every configured pair on its interval, never overlapping itself, under a
-    global concurrency limit."""
+    """Runs every configured pair on its interval, never overlapping itself, within
+    the pending-probe and descriptor budgets."""
 
     def __init__(self, state: MetricsState, runner: ProbeRunner,
                  settings: SchedulerSettings = SchedulerSettings()) -> None:  # fmt: skip
@@ -81,7 +115,8 @@ class ProbeScheduler:
         self._heap: list[_Entry] = []
         self._seq = 0
         self._generation = 0
-        self._semaphore = asyncio.Semaphore(settings.max_concurrency)
+        self._pending = Budget(capacity.Shares(0, {}))
+        self._streams = Budget(capacity.Shares(0, {}))
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = False
         #: Due times before this were handed to the loop by the latest slot.
@@ -94,10 +129,12 @@ class ProbeScheduler:
     def apply(self, pairs: Iterable[tuple[Target, ProbeSpec]],
               settings: SchedulerSettings | None = None) -> None:  # fmt: skip
         """Adopt a new pair set. Unchanged pairs keep their grid; new ones get a phase."""
-        if settings is not None and settings != self.settings:
-            if settings.max_concurrency != self.settings.max_concurrency:
-                self._semaphore = asyncio.Semaphore(settings.max_concurrency)
+        if settings is not None:
             self.settings = settings
+        pairs = list(pairs)
+        pending, streams = budgets(pairs, self.settings, capacity.descriptors_for_probes())
+        self._pending.reshape(pending)
+        self._streams.reshape(streams)
         now = time.time()
         self._generation += 1
         old = self._pairs
@@ -112,7 +149,7 @@ class ProbeScheduler:
                 due, running = first_due(now, spec.interval, fraction, self.settings.jitter), False
                 if previous is not None:
                     running = previous.running
-            pair = _Pair(target, spec, due, self._generation, running)
+            pair = _Pair(target, spec, due, self._generation, running, uses_descriptor(spec))
             self._pairs[key] = pair
             self._push(key, pair)
 
@@ -123,6 +160,11 @@ class ProbeScheduler:
     @property
     def pair_count(self) -> int:
         return len(self._pairs)
+
+    @property
+    def capacity(self) -> tuple[int, int]:
+        """(pending probes, stream probes) the budgets admit at once."""
+        return self._pending.capacity, self._streams.capacity
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -185,29 +227,42 @@ class ProbeScheduler:
                          generation)  # fmt: skip
         else:
             self._push(key, pair)
+        skipped = self.state.skipped
         if pair.running:
-            self.state.skipped["overlap"] += 1
+            skipped["overlap"] += 1
+            return
+        name = key[0]
+        if not self._pending.try_acquire(name):
+            skipped["pending_limit"] += 1
+            return
+        stream = pair.stream
+        if stream and not self._streams.try_acquire(name):
+            self._pending.release(name)
+            skipped["fd_limit"] += 1
             return
         pair.running = True
-        task = asyncio.get_running_loop().create_task(self._run(key, pair, due))
+        self.state.lateness.observe(max(0.0, now - due))
+        self.state.in_flight += 1
+        task = asyncio.get_running_loop().create_task(self._run(key, pair, stream))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, key: PairKey, pair: _Pair, due: float) -> None:
+    async def _run(self, key: PairKey, pair: _Pair, stream: bool) -> None:
         try:
-            async with self._semaphore:
-                self.state.lateness.observe(max(0.0, time.time() - due))
-                self.state.in_flight += 1
-                try:
-                    result = await self.runner(pair.target, pair.spec)
-                finally:
-                    self.state.in_flight -= 1
+            result = await self.runner(pair.target, pair.spec)
             self.state.record(key[0], key[1], result)
         except asyncio.CancelledError:
             raise
+        except DescriptorsExhausted:
+            # Not a fact about the server: the process is out of descriptors.
+            self.state.skipped["no_descriptors"] += 1
         except Exception:  # a bug in a probe must cost one result, never the loop
             log.exception("probe %s/%s failed unexpectedly", *key)
         finally:
+            self.state.in_flight -= 1
+            self._pending.release(key[0])
+            if stream:
+                self._streams.release(key[0])
             current = self._pairs.get(key)
             if current is not None:
                 current.running = False

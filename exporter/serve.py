@@ -13,6 +13,7 @@ import signal
 
 from aiohttp import web
 
+from exporter.capacity import raise_descriptor_limit
 from exporter.config import Config
 from exporter.http import build_app, split_host_port
 from exporter.runtime import Exporter
@@ -24,6 +25,9 @@ log = logging.getLogger("dnsgap")
 
 async def serve(config: Config, config_path: str | None, listen: str, shard: Shard,
                 ready_message: str | None = None) -> None:  # fmt: skip
+    # Before the scheduler sizes its descriptor budget from the soft limit.
+    soft, hard = raise_descriptor_limit()
+    log.debug("file descriptor limit: soft %d, hard %d", soft, hard)
     exporter = Exporter(config, config_path, shard)
     web_config = load_web_config(config.http.web_config_file)
     app = build_app(exporter, web_config.middlewares)

@@ -2,7 +2,10 @@
 
 A transport sends one request and returns either the reply's bytes
 (:class:`Received`) or an :class:`Outcome` saying why there are none. No
-exception that a server can cause escapes from here.
+exception that a server can cause escapes from here; one that the process causes
+does: running out of file descriptors raises
+:class:`~exporter.capacity.DescriptorsExhausted`, which the scheduler counts as a
+skip instead of blaming the server with a network error.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from exporter.capacity import DescriptorsExhausted, out_of_descriptors
 from exporter.config import TlsSettings
 from exporter.outcome import Outcome, WireEvent
 
@@ -140,6 +144,8 @@ async def udp_exchange(host: str, port: int, wire: bytes, msg_id: int,
             return Received(last_mismatch, mismatched)
         return failure_outcome(exc, "udp")
     except (OSError, EOFError, UnicodeError) as exc:
+        if out_of_descriptors(exc):
+            raise DescriptorsExhausted(str(exc)) from exc
         if isinstance(exc, UnicodeError):
             exc = OSError(f"bad host name: {exc}")
         return failure_outcome(exc, "udp")
@@ -218,13 +224,18 @@ class _OverCap(Exception):  # noqa: N818 - private, never escapes this module
 async def open_stream(host: str, port: int, transport_name: str,
                       ssl_context: ssl.SSLContext | None,
                       server_hostname: str | None) -> StreamSession:  # fmt: skip
-    reader, writer = await asyncio.open_connection(
-        host,
-        port,
-        ssl=ssl_context if transport_name == "tls" else None,
-        server_hostname=(server_hostname or host) if transport_name == "tls" else None,
-        limit=2**16 + 2,
-    )
+    try:
+        reader, writer = await asyncio.open_connection(
+            host,
+            port,
+            ssl=ssl_context if transport_name == "tls" else None,
+            server_hostname=(server_hostname or host) if transport_name == "tls" else None,
+            limit=2**16 + 2,
+        )
+    except OSError as exc:
+        if out_of_descriptors(exc):  # the process's state, not the server's: a skip
+            raise DescriptorsExhausted(str(exc)) from exc
+        raise
     sock = writer.get_extra_info("socket")
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

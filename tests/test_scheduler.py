@@ -84,12 +84,44 @@ def test_a_pair_never_overlaps_itself() -> None:
     assert all(gap >= 0.45 for gap in gaps)
 
 
-def test_global_concurrency_limit_holds() -> None:
+def test_a_configured_bound_refuses_runs_over_it_and_counts_them_never_queues() -> None:
     targets = tuple(Target(f"t{i}", "127.0.0.1", 53, (_spec("soa", 1.0),)) for i in range(40))
     settings = SchedulerSettings(max_concurrency=5, jitter=0.0)
-    _state, starts, peak = _run_scheduler(targets, settings, 1.2, 0.1)
+    state, starts, peak = _run_scheduler(targets, settings, 0.5, 0.3)
     assert peak == 5
-    assert len(starts) >= 40
+    assert len(starts) == 5  # all 40 were due at once; nothing ran late from a queue
+    assert state.skipped["pending_limit"] == 35
+    assert state.lateness.count == 5
+
+
+def test_a_silent_pair_waiting_out_its_timeout_never_delays_other_targets() -> None:
+    # 300 pairs each waiting 0.9 s of every second: the old 256-slot semaphore was
+    # full of them and the healthy pairs queued behind (issue 11).
+    silent = tuple(Target(f"silent{i}", "127.0.0.2", 53, (_spec("soa", 1.0),))
+                   for i in range(300))  # fmt: skip
+    healthy = tuple(Target(f"ok{i}", "127.0.0.1", 53, (_spec("soa", 1.0),)) for i in range(20))
+    state = MetricsState()
+    runs: dict[str, int] = {}
+
+    async def runner(target: Target, spec: ProbeSpec) -> ProbeResult:
+        await asyncio.sleep(0.9 if target.host == "127.0.0.2" else 0.001)
+        runs[target.name] = runs.get(target.name, 0) + 1
+        return _result()
+
+    async def scenario() -> None:
+        pairs = [(t, s) for t in (*silent, *healthy) for s in t.probes]
+        scheduler = ProbeScheduler(state, runner, SchedulerSettings())
+        scheduler.apply(pairs)
+        # Sized from timeout / interval: every pair may wait at once, plus the pool.
+        assert scheduler.capacity[0] == 320 + 64
+        scheduler.start()
+        await asyncio.sleep(3.5)
+        await scheduler.stop()
+
+    asyncio.run(scenario())
+    assert sum(state.skipped.values()) == 0
+    assert all(runs.get(t.name, 0) >= 3 for t in healthy), runs
+    assert state.lateness.total / state.lateness.count < 0.05
 
 
 def test_every_pair_runs_about_once_per_interval_and_records_lateness() -> None:

@@ -168,7 +168,9 @@ class HttpSettings:
 
 @dataclass(frozen=True, slots=True)
 class SchedulerSettings:
-    max_concurrency: int = 256
+    #: Probes pending at once, at most; None: sized from the pairs' timeout / interval
+    #: (exporter/capacity.py). Over it, runs are refused and counted, never queued.
+    max_concurrency: int | None = None
     #: Fraction of the interval over which a probe's first run is spread.
     jitter: float = 1.0
     #: Drop the per-probe duration histogram (fleet scale: fewer series).

@@ -24,8 +24,7 @@ INTERVAL = 4.0
 
 
 def _config(servers: dict[str, RunningServer]) -> Config:
-    lines = ["scheduler: {max_concurrency: 64}",
-             f"defaults: {{interval: {INTERVAL}s, timeout: 1.5s}}", "targets:"]  # fmt: skip
+    lines = [f"defaults: {{interval: {INTERVAL}s, timeout: 1.5s}}", "targets:"]
     for name, server in servers.items():
         for transport in ("udp", "tcp"):
             lines += [
