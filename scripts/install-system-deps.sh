@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite talks to: real DNS servers,
-# Prometheus, tshark and Chromium. Idempotent: packages already present are
+# Prometheus (with promtool), tshark, Chromium and openssl (throw-away test
+# certificates). A test whose tool is missing fails, never skips. Idempotent: packages already present are
 # skipped, and no package's service is started (the tests start their own
 # instances in the foreground on loopback high ports).
 set -euo pipefail
@@ -8,7 +9,7 @@ set -euo pipefail
 PACKAGES=(
   bind9 bind9-dnsutils nsd knot unbound pdns-server pdns-backend-bind
   pdns-recursor knot-resolver dnsdist dnsmasq-base
-  prometheus tshark chromium dnsperf prometheus-blackbox-exporter
+  prometheus tshark chromium dnsperf prometheus-blackbox-exporter openssl
 )
 
 missing=()

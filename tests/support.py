@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
 from typing import Any
+
+import pytest
+
+
+def require_binary(name: str, *candidates: str) -> str:
+    """The path of a tool the test talks to; a missing one FAILS the test (never a
+    skip: CI installs every tool with scripts/install-system-deps.sh)."""
+    found = shutil.which(name) or next((c for c in candidates if Path(c).is_file()), None)
+    if found is None:
+        pytest.fail(f"{name} is not installed (scripts/install-system-deps.sh installs it)",
+                    pytrace=False)  # fmt: skip
+    return found
 
 
 def make_self_signed_cert(directory: Path, name: str = "localhost",
@@ -16,7 +29,7 @@ def make_self_signed_cert(directory: Path, name: str = "localhost",
     cert, key = directory / f"{name}.crt", directory / f"{name}.key"
     alt_names = f"DNS:{name}" + (f",IP:{ip}" if ip else "")
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        [require_binary("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
          "-subj", f"/CN={name}", "-addext", f"subjectAltName={alt_names}",
          "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True, timeout=60,

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from exporter.config import parse_config
 from exporter.sharding import Shard
+from tests.support import require_binary
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 K8S = DEPLOY / "kubernetes"
@@ -32,11 +31,8 @@ def _manifests() -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool not installed (scripts/install-system-deps.sh)")
-    return subprocess.run([promtool, *args], capture_output=True, text=True, timeout=60,
-                          check=False)  # fmt: skip
+    return subprocess.run([require_binary("promtool"), *args], capture_output=True, text=True,
+                          timeout=60, check=False)  # fmt: skip
 
 
 def test_every_kubernetes_manifest_parses_with_kind_and_name() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import ssl
 import struct
 import subprocess
@@ -38,6 +37,7 @@ from exporter.dso import (
     frame,
 )
 from exporter.refserver import RunningServer, ServerBehaviour, start
+from tests.support import require_binary
 
 HOST = "127.0.0.1"
 ZONE = "demo.example."
@@ -551,11 +551,10 @@ def test_stats_count_connections_and_messages() -> None:
     assert server.stats.messages_received == 2
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI not installed")
 def test_dso_over_tls(tmp_path: Path) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        [require_binary("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
          "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True,
     )  # fmt: skip

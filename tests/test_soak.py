@@ -9,6 +9,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
 from exporter.refserver import ServerBehaviour
@@ -16,8 +17,6 @@ from exporter.refserver import start as start_refserver
 from tests.conftest import free_port
 from tests.hostile import BackgroundLoop, HostileServer, Mode
 from tests.test_probe_endpoint import exporter_process
-
-psutil = pytest.importorskip("psutil")
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,8 +22,8 @@ from exporter.config import ProbeSpec, Target, Transport, TsigKey
 from exporter.kinds import ProbeKind
 from exporter.probes import ProbeResult, run_probe
 from tests.realservers.launch import HOST, ZONE, ZONE_TEXT, bind_options, free_port, stop
+from tests.support import require_binary
 
-NAMED = shutil.which("named") or "/usr/sbin/named"
 KEY_NAME = "dnsgap-xfr."
 SECRET = base64.b64encode(b"dnsgap-tsig-test-secret-32-bytes").decode()
 RIGHT = TsigKey(KEY_NAME, "hmac-sha256", SECRET)
@@ -32,10 +31,7 @@ WRONG_SECRET = TsigKey(KEY_NAME, "hmac-sha256", base64.b64encode(b"x" * 32).deco
 UNKNOWN_NAME = TsigKey("nobody-knows-me.", "hmac-sha256", SECRET)
 WRONG_ALGORITHM = TsigKey(KEY_NAME, "hmac-sha512", SECRET)
 
-pytestmark = [
-    pytest.mark.realserver,
-    pytest.mark.skipif(not Path(NAMED).exists(), reason="BIND (named) not installed"),
-]
+pytestmark = pytest.mark.realserver
 
 
 def _named_conf(workdir: Path, port: int) -> Path:
@@ -64,6 +60,7 @@ def _answers(port: int) -> bool:
 
 @pytest.fixture(scope="module")
 def bind_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    named = require_binary("named", "/usr/sbin/named")
     workdir = tmp_path_factory.mktemp("bind-tsig")
     workdir.chmod(0o755)
     log = workdir / "named.log"
@@ -71,7 +68,7 @@ def bind_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         port = free_port()
         conf = _named_conf(workdir, port)
         with log.open("ab") as sink:
-            process = subprocess.Popen([NAMED, "-g", "-n", "1", "-c", str(conf)], cwd=workdir,
+            process = subprocess.Popen([named, "-g", "-n", "1", "-c", str(conf)], cwd=workdir,
                                        stdin=subprocess.DEVNULL, stdout=sink,
                                        stderr=subprocess.STDOUT)  # fmt: skip
         deadline = time.monotonic() + 20

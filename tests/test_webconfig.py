@@ -8,7 +8,6 @@ import asyncio
 import base64
 import contextlib
 import logging
-import shutil
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,9 +30,6 @@ PASSWORD = "correct horse battery staple"
 #: A TSIG secret that must never be shown: base64 of a recognisable string.
 TSIG_SECRET = base64.b64encode(b"tsig-secret-never-shown-0123456789").decode()
 DOT_KEY_NAME = "dot-client-private.key"
-
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
-
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:
     return make_self_signed_cert(directory, "localhost", "127.0.0.1")
