@@ -197,7 +197,9 @@ def _check_config_command(path: str) -> int:
         print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
         return 1
     pairs = sum(len(target.probes) for target in config.targets)
-    print(f"{path}: OK: {len(config.targets)} targets, {pairs} (target, probe) pairs")
+    zones = (f", zone targets: {len(config.zones)} (servers found at run time)"
+             if config.zones else "")  # fmt: skip
+    print(f"{path}: OK: {len(config.targets)} targets, {pairs} (target, probe) pairs{zones}")
     return 0
 
 

@@ -112,6 +112,17 @@ targets:
         kind: dso_push_subscribe
         interval: 2s
         dso: {{push_name: www.demo.example., push_type: A}}
+  # A zone target: demo.example.'s name servers are looked up (demo-auth answers for
+  # the zone) and each address is probed as its own target.
+  - zone: demo.example.
+    discover:
+      resolver: "127.0.0.1:{demo-auth}"
+      port: {demo-auth}
+      parent: false
+      refresh_min: 10s
+      serial_interval: 10s
+    probes:
+      - {{name: soa, kind: query, qname: "@", qtype: SOA}}
 """
 
 

@@ -25,6 +25,7 @@ from exporter.config import Config, ProbeSpec, Target
 from exporter.kinds import ProbeKind
 from exporter.outcome import DsoFacts
 from exporter.probes import ProbeResult
+from exporter.serial import serials_behind
 from exporter.wire import request_for
 
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -87,6 +88,15 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("dnsgap_probe_requests_refused_total", "counter",
      "/probe requests refused, by reason (client_queue_full, queue_full: 429; "
      "deadline: 503, no slot before the scrape deadline)."),
+    ("dnsgap_zone_discovery_success", "gauge",
+     "1 if the latest lookup of the zone's name servers succeeded (else the last good set "
+     "is kept)."),
+    ("dnsgap_zone_addresses", "gauge", "Name server addresses of the zone being probed."),
+    ("dnsgap_zone_address_changes_total", "counter",
+     "Name server addresses added to or removed from the zone's probed set."),
+    ("dnsgap_zone_soa_serial", "gauge", "SOA serial the server answers for the zone."),
+    ("dnsgap_zone_serial_behind", "gauge",
+     "How far the server's SOA serial is behind the zone's newest (RFC 1982 arithmetic)."),
 )  # fmt: skip
 
 _TYPES = {name: kind for name, kind, _ in METRICS}
@@ -152,6 +162,9 @@ def probe_info_labels(target: Target, spec: ProbeSpec) -> tuple[tuple[str, str],
             # DSO probes send no question: an empty qtype (absent in Prometheus).
             ("qtype", "" if spec.kind.is_dso else dns.rdatatype.to_text(
                 dns.rdatatype.RdataType.make(qtype))),
+            # A zone target's servers say which zone and NS name they were found as.
+            *((("zone", target.zone.rstrip(".") or "."), ("ns_name", target.ns_name))
+              if target.ns_name is not None else ()),
             # A target's extra labels ride on the info metric only (join on target,
             # probe), so they never multiply the counters' series.
             *sorted(target.labels.items()))  # fmt: skip
@@ -208,6 +221,17 @@ class PairState:
 
 
 @dataclass(slots=True)
+class ZoneState:
+    """What is exported for one zone target."""
+
+    discovery_success: int | None = None
+    addresses: int = 0
+    changes: dict[str, int] = field(default_factory=lambda: {"added": 0, "removed": 0})
+    serials: dict[str, int] = field(default_factory=dict)
+    behind: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class DsoTargetState:
     established: int = 0
     inactivity_timeout: float | None = None
@@ -222,6 +246,7 @@ class MetricsState:
     def __init__(self) -> None:
         self.pairs: dict[tuple[str, str], PairState] = {}
         self.dso: dict[str, DsoTargetState] = {}
+        self.zones: dict[str, ZoneState] = {}
         self.duration_histogram = True
         self.conformance = True
         self.reload_success = 0
@@ -270,12 +295,40 @@ class MetricsState:
             del self.dso[name]
         for name in targets_with_dso:
             self.dso.setdefault(name, DsoTargetState())
+        zones = {zone.zone.rstrip(".") or "." for zone in config.zones}
+        for name in [name for name in self.zones if name not in zones]:
+            del self.zones[name]
+        for name in zones:
+            self.zones.setdefault(name, ZoneState())
+        # A discovered server that is gone takes its serial series with it.
+        names = {target.name for target in config.targets}
+        for zone_state in self.zones.values():
+            for gone in [t for t in zone_state.serials if t not in names]:
+                del zone_state.serials[gone]
+                zone_state.behind.pop(gone, None)
 
     def record_reload(self, ok: bool, now: float | None = None) -> None:
         self.reload_success = int(ok)
         self.reloads["success" if ok else "failure"] += 1
         if ok:
             self.reload_timestamp = time.time() if now is None else now
+
+    # -- zone targets ----------------------------------------------------------------
+
+    def record_zone_discovery(self, zone: str, *, ok: bool, addresses: int | None = None,
+                              added: int = 0, removed: int = 0) -> None:  # fmt: skip
+        state = self.zones.setdefault(zone, ZoneState())
+        state.discovery_success = int(ok)
+        if addresses is not None:
+            state.addresses = addresses
+        state.changes["added"] += added
+        state.changes["removed"] += removed
+
+    def record_zone_serials(self, zone: str, serials: dict[str, int]) -> None:
+        """The serials read in one round; servers that did not answer have none."""
+        state = self.zones.setdefault(zone, ZoneState())
+        state.serials = dict(serials)
+        state.behind = serials_behind(serials)
 
     # -- probe results ---------------------------------------------------------------
 
@@ -473,6 +526,25 @@ class MetricsState:
         elif name == "dnsgap_probe_requests_refused_total":
             for reason, count in self.probe_requests_refused.items():
                 yield f'{name}{{reason="{reason}"}} {count}\n'
+
+        elif name.startswith("dnsgap_zone_"):
+            yield from self._zone_samples(name)
+
+    def _zone_samples(self, name: str) -> Iterator[str]:
+        for zone, z in list(self.zones.items()):
+            labels = f'zone="{escape_label_value(zone)}"'
+            if name == "dnsgap_zone_discovery_success":
+                if z.discovery_success is not None:
+                    yield f"{name}{{{labels}}} {z.discovery_success}\n"
+            elif name == "dnsgap_zone_addresses":
+                yield f"{name}{{{labels}}} {z.addresses}\n"
+            elif name == "dnsgap_zone_address_changes_total":
+                for change, count in z.changes.items():
+                    yield f'{name}{{{labels},change="{change}"}} {count}\n'
+            else:
+                values = z.serials if name == "dnsgap_zone_soa_serial" else z.behind
+                for target, value in sorted(values.items()):
+                    yield f'{name}{{{labels},target="{escape_label_value(target)}"}} {value}\n'
 
 
 def applicable_checks(target: Target, spec: ProbeSpec) -> tuple[str, ...]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from exporter import config as config_module
 from exporter import dso_client
@@ -15,6 +15,7 @@ from exporter.metrics import MetricsState
 from exporter.probes import ProbeResult, TlsContexts, run_probe
 from exporter.scheduler import ProbeScheduler
 from exporter.sharding import Shard
+from exporter.zones import ZoneWatcher
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,9 @@ class Exporter:
         self.scheduler = ProbeScheduler(self.state, self.run_probe, config.scheduler)
         self.last_reload_error: str | None = None
         self.ready = False
+        #: The config as loaded; ``self.config`` adds the discovered zone servers.
+        self.loaded = config
+        self.zones = ZoneWatcher(self.state, self._zones_changed, shard)
         # Persistent DSO sessions end on their own schedule (server close, Retry Delay,
         # inactivity): count each end where every other DSO fact lands.
         dso_client.default_pool.on_session_closed = self.state.record_session_closed
@@ -57,20 +61,30 @@ class Exporter:
         self.state.record_reload(True)
 
     def _adopt(self, config: Config) -> None:
+        self.loaded = config
+        self.zones.apply(config.zones)
+        if config.zones:
+            config = replace(config, targets=config.targets + self.zones.targets())
         pairs = list(scheduled_pairs(config, self.shard))
         self.state.sync(config, pairs)
         self.scheduler.apply(pairs, config.scheduler)
         self.config = config
+
+    def _zones_changed(self) -> None:
+        """A zone's name servers changed: their targets come and go like a reload's."""
+        self._adopt(self.loaded)
 
     async def run_probe(self, target: Target, spec: ProbeSpec) -> ProbeResult:
         return await run_probe(target, spec, self.contexts)
 
     def start(self) -> None:
         self.scheduler.start()
+        self.zones.start()
         self.ready = True
 
     async def stop(self) -> None:
         self.ready = False
+        await self.zones.stop()
         await self.scheduler.stop()
         await dso_client.close_all()
 

@@ -65,4 +65,5 @@ DEMO_SETTLED = (
     r'cause="dso_type_not_implemented"\} 1',
     r"^dnsgap_dso_sessions_closed_total\{",
     r"^dnsgap_dso_inactivity_timeout_seconds\{",
+    r"^dnsgap_zone_serial_behind\{",
 )

@@ -72,6 +72,18 @@ def test_the_kubernetes_configmap_and_the_demo_config_satisfy_the_schema() -> No
     assert _errors(yaml.safe_load(demo)) == []
 
 
+def test_a_zone_target_satisfies_the_schema() -> None:
+    text = """
+targets:
+  - zone: example.com
+    discover: {resolver: "127.0.0.1:53", port: 5300, refresh_min: 1m, refresh_max: 1h}
+    survey: authoritative
+  - {zone: example.org, discover: true, probes: [{name: soa, kind: query, qname: "@"}]}
+"""
+    parse_config(text, "<test>")
+    assert _errors(yaml.safe_load(text)) == []
+
+
 def test_readme_config_snippets_satisfy_the_schema() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "targets:" in b]
@@ -96,6 +108,9 @@ def test_readme_config_snippets_satisfy_the_schema() -> None:
         ("scheduler: {jitter: 2}", "scheduler/jitter"),
         ("tsig_keys: {k: {algorithm: hmac-sha256}}", "tsig_keys/k"),
         ("target: []", ""),
+        ("targets: [{discover: true, probes: [{name: a, kind: query}]}]", "targets/0"),
+        ("targets: [{zone: a., discover: {prot: 53}, probes: [{name: a, kind: query}]}]",
+         "targets/0/discover"),
     ],
 )  # fmt: skip
 def test_the_schema_rejects_what_the_loader_rejects(text: str, where: str) -> None:

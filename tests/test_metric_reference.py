@@ -15,8 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.metrics import METRICS
 from tests.live_demo import DEMO_SETTLED, ROOT, running_demo, wait_for_metrics
 
-#: Labels a target's `labels:` adds to dnsgap_probe_info only (the demo config's).
-DEMO_INFO_EXTRA_LABELS = frozenset({"role"})
+#: Labels a target's `labels:` adds to dnsgap_probe_info only (the demo config's), and
+#: those of the servers of a zone target.
+DEMO_INFO_EXTRA_LABELS = frozenset({"role", "zone", "ns_name"})
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 One module per concern: :mod:`.schema` (the dataclasses), :mod:`.values` (text
 parsers the CLI and HTTP share), :mod:`.located` and :mod:`.scalars` (YAML nodes
 with locations), :mod:`.probe_specs`, :mod:`.presets` and :mod:`.targets` (the
-sections), :mod:`.loading` (the entry points). Import from ``exporter.config``.
+sections), :mod:`.discovery`, :mod:`.loading` (the entry points). Import from ``exporter.config``.
 """
 
 from exporter.config.errors import ConfigError, ConfigErrors
@@ -13,6 +13,7 @@ from exporter.config.probe_specs import default_expect, resolve_zone_names
 from exporter.config.schema import (
     DEFAULT_LISTEN,
     Config,
+    DiscoverySettings,
     DsoSettings,
     EdnsSettings,
     FallbackSettings,
@@ -24,6 +25,7 @@ from exporter.config.schema import (
     TlsSettings,
     Transport,
     TsigKey,
+    ZoneTarget,
 )
 from exporter.config.targets import RESERVED_LABELS
 from exporter.config.values import parse_duration, parse_server
@@ -35,6 +37,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "ConfigErrors",
+    "DiscoverySettings",
     "DsoSettings",
     "EdnsSettings",
     "FallbackSettings",
@@ -46,6 +49,7 @@ __all__ = [
     "TlsSettings",
     "Transport",
     "TsigKey",
+    "ZoneTarget",
     "default_expect",
     "load_config",
     "parse_config",

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from exporter.causes import RCODE_NAMES, Cause
+from exporter.config.discovery import _DISCOVER_KEYS
 from exporter.config.loading import (
     _ENDPOINT_KEYS,
     _HTTP_KEYS,
@@ -181,6 +182,10 @@ _TLS_TYPES: Mapping[str, Schema] = {
 _TARGET_TYPES: Mapping[str, Schema] = {
     "name": _string("the `target` label (default: server)"),
     "server": _string("host:port, [v6]:port or a hostname (port 53, 853 for tls)"),
+    "discover": {
+        "description": "probe every address of the zone's name servers instead of one server",
+        "anyOf": [{"const": True}, _ref("discover")],
+    },
     "zone": _string("the zone `@` stands for in probe names"),
     "tls": _ref("tls"),
     "labels": {
@@ -190,6 +195,16 @@ _TARGET_TYPES: Mapping[str, Schema] = {
     },
     "survey": {"anyOf": [{"enum": list(SURVEY_PRESETS)}, _ref("survey")]},
     "probes": {"type": "array", "items": _ref("probe_entry")},
+}
+_DISCOVER_TYPES: Mapping[str, Schema] = {
+    "resolver": _string("`system` (resolv.conf) or host:port of the resolver to ask"),
+    "port": _int(1, 65535, "the port the discovered addresses are probed on"),
+    "refresh_min": _DURATION,
+    "refresh_max": _DURATION,
+    "max_addresses": _int(1, 4096, "at most this many addresses per zone"),
+    "parent": _bool("also ask the parent zone's servers for the delegation"),
+    "timeout": _DURATION,
+    "serial_interval": _DURATION,
 }
 _HTTP_TYPES: Mapping[str, Schema] = {
     "listen": _string("host:port, [v6]:port or :port"),
@@ -255,11 +270,15 @@ def config_schema() -> Schema:
             "probe_entry": {"anyOf": [_string("a template name"), _ref("inline_probe")]},
             "survey": _object(_SURVEY_KEYS, _SURVEY_TYPES, required=["preset"]),
             "tls": _object(_TLS_KEYS, _TLS_TYPES),
+            "discover": _object(_DISCOVER_KEYS, _DISCOVER_TYPES),
             "target": _object(
                 _TARGET_KEYS,
                 _TARGET_TYPES,
-                required=["server"],
-                anyOf=[{"required": ["probes"]}, {"required": ["survey"]}],
+                allOf=[
+                    {"anyOf": [{"required": ["probes"]}, {"required": ["survey"]}]},
+                    # One server, or a zone whose servers are discovered.
+                    {"oneOf": [{"required": ["server"]}, {"required": ["discover", "zone"]}]},
+                ],
             ),
             # A preset file (exporter/presets/*.yml) is a list of these.
             "preset": {"type": "array", "items": _ref("inline_probe")},

@@ -49,6 +49,7 @@ from exporter.config.schema import (
     SchedulerSettings,
     Target,
     TsigKey,
+    ZoneTarget,
 )
 from exporter.config.targets import _targets
 
@@ -120,7 +121,7 @@ def _build_config(ctx: _Ctx, root: yaml.Node | None) -> Config | None:
     if "probes" in top:
         templates = _templates(ctx, top["probes"], defaults, keys)
     env = _Env(defaults, templates, keys)
-    targets: list[Target] = []
+    targets: list[Target | ZoneTarget] = []
     if "targets" in top:
         targets = _targets(ctx, top["targets"], env)
     http = _http(ctx, top["http"]) if "http" in top else HttpSettings()
@@ -128,7 +129,8 @@ def _build_config(ctx: _Ctx, root: yaml.Node | None) -> Config | None:
     if ctx.errors:
         return None
     return Config(
-        targets=tuple(targets),
+        targets=tuple(t for t in targets if isinstance(t, Target)),
+        zones=tuple(t for t in targets if isinstance(t, ZoneTarget)),
         http=http,
         scheduler=scheduler,
         # Templates serve ad-hoc /probe targets, whose zone is the root: bind "@" to it.

@@ -141,6 +141,44 @@ class Target:
     #: The built-in survey preset the target asked for ("authoritative",
     #: "recursive"), if any; its probes are already in ``probes``.
     survey: str | None = None
+    #: For a server found by a zone target: its NS name (no trailing dot).
+    ns_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoverySettings:
+    """How a zone target finds its servers (``discover:``)."""
+
+    #: (host, port) of the resolver to ask; None: the system's (resolv.conf).
+    resolver: tuple[str, int] | None = None
+    #: The port the discovered addresses are probed on.
+    port: int = 53
+    #: The NS set is looked up again after its TTL, kept within these bounds.
+    refresh_min: float = 60.0
+    refresh_max: float = 3600.0
+    #: At most this many addresses per zone are probed (protects the process).
+    max_addresses: int = 16
+    #: Also ask the parent zone's servers for the delegation (RFC 1034 §4.2.2:
+    #: parent and child NS sets should match; a name only the parent lists is
+    #: still sent queries by resolvers).
+    parent: bool = True
+    timeout: float = 5.0
+    #: How often each address's SOA serial is read (dnsgap_zone_soa_serial).
+    serial_interval: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneTarget:
+    """A zone whose name servers are found at run time, each address a :class:`Target`."""
+
+    #: Prefix of the discovered targets' names: ``NAME/NS-NAME/ADDRESS``.
+    name: str
+    zone: str
+    discovery: DiscoverySettings
+    probes: tuple[ProbeSpec, ...]
+    tls: TlsSettings = TlsSettings()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    survey: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,3 +224,5 @@ class Config:
     probes: Mapping[str, ProbeSpec] = field(default_factory=dict)
     tsig_keys: Mapping[str, TsigKey] = field(default_factory=dict)
     source: str = "<built-in>"
+    #: Zone targets; their servers join ``targets`` at run time (exporter.zones).
+    zones: tuple[ZoneTarget, ...] = ()

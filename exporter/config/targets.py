@@ -11,11 +11,12 @@ from typing import Any
 
 import yaml
 
+from exporter.config.discovery import _discovery
 from exporter.config.located import _Ctx, _Src
 from exporter.config.presets import _survey
 from exporter.config.probe_specs import _Env, _probe_entry, resolve_zone_names
 from exporter.config.scalars import _bool, _label_value, _opt_str, _str, _zone_name
-from exporter.config.schema import ProbeSpec, Target, TlsSettings, Transport
+from exporter.config.schema import ProbeSpec, Target, TlsSettings, Transport, ZoneTarget
 from exporter.config.values import parse_server
 
 _LABEL_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -24,19 +25,20 @@ _LABEL_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 #: Label names the exporter's own metrics use (or Prometheus reserves).
 RESERVED_LABELS = frozenset({
     "target", "probe", "kind", "rcode", "cause", "transport", "opcode", "server", "zone",
-    "survey", "dso_type", "instance", "job", "le", "quantile",
+    "survey", "ns_name", "change", "dso_type", "instance", "job", "le", "quantile",
 })  # fmt: skip
 
 
-_TARGET_KEYS = ("name", "server", "zone", "tls", "labels", "survey", "probes")
+_TARGET_KEYS = ("name", "server", "discover", "zone", "tls", "labels", "survey", "probes")
 
 
 _TLS_KEYS = ("ca_file", "server_name", "cert_file", "key_file", "verify")
 
 
-def _targets(ctx: _Ctx, src: _Src, env: _Env) -> list[Target]:
-    out: list[Target] = []
+def _targets(ctx: _Ctx, src: _Src, env: _Env) -> list[Target | ZoneTarget]:
+    out: list[Target | ZoneTarget] = []
     seen: dict[str, int] = {}
+    zones: dict[str, int] = {}
     for index, item in enumerate(ctx.sequence(src.node, src.key) or []):
         target = _target(ctx, item, env)
         name = target.name if target else _peek_name(item.node)
@@ -50,6 +52,14 @@ def _targets(ctx: _Ctx, src: _Src, env: _Env) -> list[Target]:
             continue
         if name is not None:
             seen[name] = index
+        if isinstance(target, ZoneTarget):
+            if target.zone in zones:
+                # The zone's own series (serials, discovery) are labelled by zone.
+                ctx.fail(item.node, f"{item.key}.zone", f"expected each zone in one "
+                         f"zone target (got {target.zone!r} again; first at "
+                         f"{src.key}[{zones[target.zone]}])")  # fmt: skip
+                continue
+            zones[target.zone] = index
         if target is not None:
             out.append(target)
     return out
@@ -63,23 +73,33 @@ def _peek_name(node: yaml.Node) -> str | None:
             for k, v in node.value
             if isinstance(k, yaml.ScalarNode) and isinstance(v, yaml.ScalarNode)
         }
-        name = found.get("name", found.get("server"))
+        name = found.get("name", found.get("server", found.get("zone")))
         return name if isinstance(name, str) else None
     return None
 
 
-def _target(ctx: _Ctx, src: _Src, env: _Env) -> Target | None:
+def _target(ctx: _Ctx, src: _Src, env: _Env) -> Target | ZoneTarget | None:
     fields = ctx.mapping(src.node, src.key, _TARGET_KEYS)
     if fields is None:
         return None
     errors_before = len(ctx.errors)
-    if "server" not in fields:
+    discover = fields.get("discover")
+    if discover is not None and "server" in fields:
+        ctx.fail(discover.node, discover.key, "expected either `server:` (one server) or "
+                 "`discover:` (the zone's name servers) (got both)")  # fmt: skip
+        return None
+    if discover is not None and "zone" not in fields:
+        ctx.fail(src.node, f"{src.key}.zone", "expected the zone whose name servers "
+                 "`discover:` finds (missing)")  # fmt: skip
+        return None
+    if "server" not in fields and discover is None:
         ctx.fail(src.node, f"{src.key}.server", "expected host:port or a hostname (missing)")
         return None
-    server = ctx.get(fields["server"], _str)
-    name = ctx.get(fields["name"], _str) if "name" in fields else server
+    server = ctx.get(fields["server"], _str) if "server" in fields else None
     zone = ctx.get(fields["zone"], _zone_name) if "zone" in fields else "."
     zone = zone or "."
+    default_name = server if discover is None else zone.rstrip(".") or "."
+    name = ctx.get(fields["name"], _str) if "name" in fields else default_name
     labels = _labels(ctx, fields["labels"]) if "labels" in fields else {}
 
     probes: list[tuple[ProbeSpec, _Src]] = []
@@ -117,6 +137,12 @@ def _target(ctx: _Ctx, src: _Src, env: _Env) -> Target | None:
                 "expected `tls:` only on a target whose probes use transport tls "
                 "(got probes over udp/tcp)",
             )
+    if discover is not None:
+        discovery = _discovery(ctx, discover, 853 if all_tls else 53)
+        if len(ctx.errors) > errors_before or name is None or discovery is None:
+            return None
+        return ZoneTarget(name=name, zone=zone, discovery=discovery, probes=tuple(specs),
+                          tls=tls, labels=labels, survey=survey)  # fmt: skip
     host, port = "", 0
     if server is not None:
         try:

@@ -1,0 +1,272 @@
+"""Zone targets: a zone's name servers are found through a resolver, each address is
+probed as its own target, and the set follows the zone's NS records.
+
+The zone is served by reference servers on their own loopback addresses
+(127.0.0.2, 127.0.0.3, ...) at one common port, the way name servers share port 53.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from exporter import refserver
+from exporter.config import DiscoverySettings, parse_config
+from exporter.refserver import RunningServer, ServerBehaviour
+from exporter.runtime import Exporter
+from exporter.zones import (
+    Discovery,
+    DiscoveryError,
+    ZoneServer,
+    cap,
+    diff,
+    discover,
+    refresh_delay,
+    server_target_name,
+)
+
+ZONE = "fleet.test."
+ADDRESSES = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
+
+
+def zone_text(serial: int, *ns: int) -> str:
+    names = "".join(f"@ NS ns{i}\n" for i in ns)
+    glue = "".join(f"ns{i} A {ADDRESSES[i - 1]}\n" for i in range(1, len(ADDRESSES) + 1))
+    return f"$TTL 1\n@ SOA ns1 hostmaster {serial} 3600 600 86400 1\n{names}{glue}"
+
+
+@dataclass
+class Fleet:
+    port: int
+    servers: list[RunningServer]
+
+    @property
+    def resolver(self) -> str:
+        return f"{ADDRESSES[0]}:{self.port}"
+
+
+async def start_fleet(serials: tuple[int, ...], ns: tuple[int, ...]) -> Fleet:
+    """One reference server per address, all on the port the first one got."""
+    for _ in range(20):
+        servers: list[RunningServer] = []
+        try:
+            port = 0
+            for address, serial in zip(ADDRESSES, serials, strict=False):
+                behaviour = ServerBehaviour(zone=ZONE, zone_text=zone_text(serial, *ns))
+                server = await refserver.start(behaviour, host=address, port=port)
+                port = server.port
+                servers.append(server)
+            return Fleet(port, servers)
+        except OSError:  # the port was taken on a later address: try another one
+            for server in servers:
+                await server.close()
+    raise RuntimeError("no port free on every fleet address")
+
+
+@contextlib.asynccontextmanager
+async def running_fleet() -> AsyncIterator[Fleet]:
+    """ns1 (serial 7) and ns2 (serial 5) in the NS set; ns3 (serial 7) waiting."""
+    running = await start_fleet((7, 5, 7), (1, 2))
+    try:
+        yield running
+    finally:
+        for server in running.servers:
+            await server.close()
+
+
+def with_fleet(test: Callable[[Fleet], Coroutine[Any, Any, None]]) -> Callable[[], None]:
+    """Run an async test body against a fresh fleet, bounded in time."""
+
+    @functools.wraps(test)
+    def run() -> None:
+        async def body() -> None:
+            async with running_fleet() as fleet:
+                await test(fleet)
+
+        asyncio.run(asyncio.wait_for(body(), 30))
+
+    run.__signature__ = inspect.Signature()  # type: ignore[attr-defined]
+    return run
+
+
+def zone_config(fleet: Fleet, extra: str = "") -> str:
+    return f"""
+targets:
+  - zone: {ZONE}
+    discover:
+      resolver: "{fleet.resolver}"
+      port: {fleet.port}
+      refresh_min: 200ms
+      refresh_max: 500ms
+      parent: false
+      timeout: 1s
+      serial_interval: 200ms{extra}
+    probes:
+      - {{name: soa, kind: query, qname: "@", qtype: SOA, interval: 1s, timeout: 1s}}
+"""
+
+
+async def wait_for(render: Callable[[], str], pattern: str, seconds: float = 10.0) -> str:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        text = render()
+        if re.search(pattern, text, re.MULTILINE):
+            return text
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no {pattern!r} within {seconds}s in:\n{render()}")
+
+
+# -- pure ---------------------------------------------------------------------------
+
+
+def test_a_discovered_target_is_named_zone_ns_name_and_address() -> None:
+    server = ZoneServer("ns1.example.com", "192.0.2.53")
+    assert server_target_name("example.com", server) == "example.com/ns1.example.com/192.0.2.53"
+
+
+def test_the_cap_keeps_the_same_addresses_whatever_order_they_came_in() -> None:
+    servers = [ZoneServer(f"ns{i}", f"192.0.2.{i}") for i in (5, 1, 4, 2, 3)]
+    kept, dropped = cap(servers, 3)
+    assert kept == tuple(sorted(servers)[:3])
+    assert dropped == 2
+    assert cap(reversed(servers), 3) == (kept, 2)
+
+
+def test_the_refresh_follows_the_ns_ttl_within_the_bounds() -> None:
+    settings = DiscoverySettings(refresh_min=60, refresh_max=3600)
+    assert refresh_delay(300, settings) == 300
+    assert refresh_delay(5, settings) == 60
+    assert refresh_delay(172800, settings) == 3600
+
+
+def test_diff_names_added_and_removed_addresses() -> None:
+    a, b, c = (ZoneServer("ns", f"192.0.2.{i}") for i in (1, 2, 3))
+    assert diff([a, b], [b, c]) == ([c], [a])
+
+
+def test_a_zone_target_is_a_zone_with_discover_instead_of_a_server() -> None:
+    config = parse_config(
+        "targets: [{zone: example.com, discover: true, survey: authoritative},"
+        " {name: x, server: 192.0.2.1, probes: [{name: soa, kind: query}]}]",
+        "<test>",
+    )
+    assert [t.name for t in config.targets] == ["x"]
+    (zone,) = config.zones
+    assert (zone.name, zone.zone, zone.discovery) == ("example.com", "example.com.",
+                                                      DiscoverySettings())  # fmt: skip
+    assert all(spec.qname != "@" for spec in zone.probes)
+
+
+# -- through a real resolver path -----------------------------------------------------
+
+
+@with_fleet
+async def test_discovery_finds_every_address_of_the_ns_set(fleet: Fleet) -> None:
+    settings = DiscoverySettings(resolver=(ADDRESSES[0], fleet.port), port=fleet.port,
+                                 parent=False, timeout=1.0)  # fmt: skip
+    found = await discover(ZONE, settings)
+    assert found.servers == (ZoneServer("ns1.fleet.test", "127.0.0.2"),
+                             ZoneServer("ns2.fleet.test", "127.0.0.3"))  # fmt: skip
+    assert found.ttl == 1
+
+
+@with_fleet
+async def test_discovery_of_an_unknown_zone_fails_with_a_reason(fleet: Fleet) -> None:
+    settings = DiscoverySettings(resolver=(ADDRESSES[0], fleet.port), parent=False,
+                                 timeout=1.0)  # fmt: skip
+    with pytest.raises(DiscoveryError, match=r"NS lookup for elsewhere\.test"):
+        await discover("elsewhere.test.", settings)
+
+
+@with_fleet
+async def test_each_address_is_probed_and_labelled_with_zone_and_ns_name(fleet: Fleet) -> None:
+    exporter = Exporter(parse_config(zone_config(fleet), "<test>"))
+    exporter.start()
+    try:
+        text = await wait_for(exporter.state.render,
+                              r'^dnsgap_probe_responses_total\{target="fleet.test/ns2.fleet.test/'
+                              r'127.0.0.3",probe="soa",rcode="NOERROR",cause="none"\} [1-9]')
+        assert re.search(
+            r'^dnsgap_probe_info\{target="fleet.test/ns1.fleet.test/127.0.0.2",probe="soa",'
+            rf'server="127.0.0.2:{fleet.port}",.*zone="fleet.test",ns_name="ns1.fleet.test"',
+            text, re.MULTILINE)  # fmt: skip
+        assert 'dnsgap_zone_addresses{zone="fleet.test"} 2' in text
+        assert 'dnsgap_zone_discovery_success{zone="fleet.test"} 1' in text
+        text = await wait_for(exporter.state.render, r"^dnsgap_zone_serial_behind\{.*127.0.0.3")
+        ns1 = 'zone="fleet.test",target="fleet.test/ns1.fleet.test/127.0.0.2"'
+        ns2 = 'zone="fleet.test",target="fleet.test/ns2.fleet.test/127.0.0.3"'
+        assert f"dnsgap_zone_soa_serial{{{ns1}}} 7" in text
+        assert f"dnsgap_zone_soa_serial{{{ns2}}} 5" in text
+        assert f"dnsgap_zone_serial_behind{{{ns1}}} 0" in text
+        assert f"dnsgap_zone_serial_behind{{{ns2}}} 2" in text
+    finally:
+        await exporter.stop()
+
+
+@with_fleet
+async def test_series_follow_the_ns_set_as_it_changes(fleet: Fleet) -> None:
+    exporter = Exporter(parse_config(zone_config(fleet), "<test>"))
+    exporter.start()
+    try:
+        await wait_for(exporter.state.render, r"^dnsgap_probe_last_rcode\{.*127.0.0.3")
+        # ns2 leaves the zone's NS set, ns3 joins it.
+        await fleet.servers[0].change_rrset(ZONE, "NS", [f"ns1.{ZONE}", f"ns3.{ZONE}"], ttl=1)
+        text = await wait_for(exporter.state.render,
+                              r"^dnsgap_probe_last_rcode\{.*127.0.0.4.* 0$")
+        assert "127.0.0.3" not in text  # every series of the removed address is gone
+        assert ('dnsgap_zone_address_changes_total{zone="fleet.test",change="added"} 3'
+                in text)  # fmt: skip
+        assert ('dnsgap_zone_address_changes_total{zone="fleet.test",change="removed"} 1'
+                in text)  # fmt: skip
+        assert {t.name for t in exporter.config.targets} == {
+            "fleet.test/ns1.fleet.test/127.0.0.2", "fleet.test/ns3.fleet.test/127.0.0.4"}
+    finally:
+        await exporter.stop()
+
+
+@with_fleet
+async def test_a_failed_lookup_keeps_the_last_good_set(fleet: Fleet) -> None:
+    exporter = Exporter(parse_config(zone_config(fleet), "<test>"))
+    exporter.start()
+    try:
+        await wait_for(exporter.state.render, r'^dnsgap_zone_addresses\{zone="fleet.test"\} 2')
+        await fleet.servers[0].close()  # the resolver goes away
+        text = await wait_for(exporter.state.render,
+                              r'^dnsgap_zone_discovery_success\{zone="fleet.test"\} 0')
+        assert 'dnsgap_zone_addresses{zone="fleet.test"} 2' in text
+        assert len(exporter.config.targets) == 2
+    finally:
+        await exporter.stop()
+
+
+@with_fleet
+async def test_each_replica_probes_its_share_of_the_discovered_servers(fleet: Fleet) -> None:
+    from exporter.sharding import Shard
+
+    config = parse_config(zone_config(fleet), "<test>")
+    replicas = [Exporter(config, shard=Shard(i, 2)) for i in range(2)]
+    for replica in replicas:
+        replica.start()
+    try:
+        for replica in replicas:
+            await wait_for(replica.state.render, r'^dnsgap_zone_addresses\{zone="fleet.test"\} 2')
+        owned = [{t for t, _ in r.state.pairs} for r in replicas]
+        assert owned[0].isdisjoint(owned[1])
+        assert owned[0] | owned[1] == {t.name for t in replicas[0].config.targets}
+    finally:
+        for replica in replicas:
+            await replica.stop()
+
+
+def test_discovery_result_keeps_what_differs_between_parent_and_child() -> None:
+    found = Discovery(servers=(), ttl=1, parent_only=("ns9.example",))
+    assert found.parent_only == ("ns9.example",)
