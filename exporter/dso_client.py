@@ -201,9 +201,12 @@ class DsoConnection:
         self._reader = asyncio.create_task(self._read_loop())
 
     def new_probe(self) -> None:
-        """Reset the per-probe caps and counters (persistent sessions)."""
+        """Reset the per-probe caps, counters and facts (persistent sessions)."""
         self.unsolicited = 0
         self.pushes = 0
+        # A Retry Delay in an earlier probe's error response (RFC 8490 §7.2.2) is
+        # that probe's fact, not this one's.
+        self.retry_delay_ms = self.retry_delay_rcode = None
         self._byte_base = self.stream.received
 
     @property

@@ -51,13 +51,16 @@ METRICS: tuple[tuple[str, str, str], ...] = (
      "Times the probe's support-gap cause changed from one outcome to the next."),
     ("dnsgap_probe_info", "gauge", "What a probe sends, as labels; always 1."),
     ("dnsgap_dso_session_established", "gauge",
-     "1 if the latest DSO exchange with the target established a session (RFC 8490)."),
+     "1 if the target's latest DSO probe had a session (RFC 8490 §5.1), else 0."),
     ("dnsgap_dso_inactivity_timeout_seconds", "gauge",
-     "Inactivity timeout the server granted in its Keepalive TLV."),
+     "Inactivity timeout in the latest Keepalive TLV the server sent a DSO probe of the "
+     "target."),
     ("dnsgap_dso_keepalive_interval_seconds", "gauge",
-     "Keepalive interval the server granted in its Keepalive TLV."),
+     "Keepalive interval in the latest Keepalive TLV the server sent a DSO probe of the "
+     "target."),
     ("dnsgap_dso_retry_delay_seconds", "gauge",
-     "Latest Retry Delay the server sent (0: none)."),
+     "Retry Delay of the target's latest DSO probe: sent in that exchange or still holding "
+     "it back (0: none)."),
     ("dnsgap_dso_sessions_closed_total", "counter", "DSO sessions that ended, by reason."),
     ("dnsgap_dso_push_notifications_total", "counter",
      "DNS Push (RFC 8765) PUSH messages received."),
@@ -370,14 +373,16 @@ class MetricsState:
             state.fallback_active = 0
 
     def _record_dso(self, target: str, dso: DsoFacts) -> None:
+        # Each gauge shows the latest probe that it describes (see METRICS' help): a
+        # session and a Retry Delay belong to every probe, timers only to the probes
+        # that received a Keepalive TLV.
         state = self.dso.setdefault(target, DsoTargetState())
         state.established = int(dso.session_established)
         if dso.inactivity_timeout is not None:
             state.inactivity_timeout = dso.inactivity_timeout
         if dso.keepalive_interval is not None:
             state.keepalive_interval = dso.keepalive_interval
-        if dso.retry_delay is not None:
-            state.retry_delay = dso.retry_delay
+        state.retry_delay = dso.retry_delay or 0.0
         if dso.closed_reason:
             self.record_session_closed(target, dso.closed_reason)
 
