@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import sys
@@ -18,6 +19,7 @@ from exporter import __version__, conformance
 from exporter.causes import REMEDIATION, rcode_name
 from exporter.config import (
     DEFAULT_LISTEN,
+    HEADER_FLAGS,
     ConfigError,
     DsoSettings,
     EdnsSettings,
@@ -26,6 +28,7 @@ from exporter.config import (
     TlsSettings,
     Transport,
     TsigKey,
+    default_expect,
 )
 from exporter.kinds import ProbeKind
 from exporter.sharding import Shard
@@ -67,6 +70,15 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
     probe.add_argument("--serial", type=int, default=0, help="IXFR: the serial we claim")
     probe.add_argument("--rd", action="store_true", help="set RD (recursion desired)")
+    probe.add_argument("--header-flag", action="append", default=[], metavar="FLAG",
+                       choices=sorted(HEADER_FLAGS),
+                       help="also set this header bit (aa, tc, ra, z, ad, cd); repeatable")
+    probe.add_argument("--header-only", action="store_true",
+                       help="--kind opcode: send no question (all counts zero)")
+    probe.add_argument("--role", choices=[r.value for r in conformance.Role],
+                       help="the server's role, for the role conformance checks")
+    probe.add_argument("--expect", action="append", default=None, metavar="RCODE|CAUSE",
+                       help="what counts as healthy (default: as in a config file)")
     probe.add_argument("--no-edns", action="store_true", help="send no OPT record")
     probe.add_argument("--edns-version", type=int, default=0)
     probe.add_argument("--edns-flags", type=lambda s: int(s, 0), default=0,
@@ -138,12 +150,16 @@ def probe_from_args(args: argparse.Namespace) -> tuple[Target, ProbeSpec]:
         qclass=int(dns.rdataclass.from_text(args.qclass)), recursion_desired=args.rd,
         edns=edns, zone=zone, serial=args.serial, opcode=args.opcode,
         tcp_fallback=not args.no_tcp_fallback, tsig_key=tsig, dso=dso,
-        allow_notify=args.allow_notify,
+        allow_notify=args.allow_notify, question=not args.header_only,
+        header_flags=sum({HEADER_FLAGS[flag] for flag in args.header_flag}),
     )  # fmt: skip
+    spec = dataclasses.replace(spec, expect=frozenset(args.expect) if args.expect
+                               else default_expect(spec))  # fmt: skip
     tls = TlsSettings(ca_file=args.ca_file, server_name=args.server_name,
                       cert_file=args.cert_file, key_file=args.key_file,
                       verify=not args.insecure)  # fmt: skip
-    target = Target(name=args.server, host=host, port=port, probes=(spec,), zone=zone, tls=tls)
+    target = Target(name=args.server, host=host, port=port, probes=(spec,), zone=zone, tls=tls,
+                    role=args.role)  # fmt: skip
     return target, spec
 
 

@@ -52,12 +52,7 @@ class Role(enum.StrEnum):
     RECURSIVE = "recursive"
 
 
-#: The role a built-in survey preset implies (genreport tests authoritative servers).
-SURVEY_ROLES: Mapping[str, Role] = {
-    "authoritative": Role.AUTHORITATIVE,
-    "compliance": Role.AUTHORITATIVE,
-    "recursive": Role.RECURSIVE,
-}
+_ROLE_NAMES = frozenset(role.value for role in Role)
 
 
 # ---------------------------------------------------------------------------
@@ -534,7 +529,9 @@ CHECKS: tuple[Check, ...] = (
     Check("nodo", "The DO bit of the request is copied into the reply's OPT.",
           "genreport `do`: nodo (genreport only when RRSIGs came); RFC 3225 §3",
           "The server drops DO: DNSSEC-aware clients cannot tell it understood; upgrade it.",
-          lambda r, e: _request_do(r), lambda x: x.reply.opt is not None and not _reply_do(x)),
+          # Not for EDNS version 1: a BADVERS error reply answers nothing (NSD clears DO).
+          lambda r, e: _request_do(r) and _version(r) == 0,
+          lambda x: x.reply.opt is not None and not _reply_do(x)),
     Check("nocd", "With DO and CD set, a signed answer keeps CD.", "genreport `docd`: nocd",
           "The server clears CD on signed answers: upgrade it.",
           lambda r, e: _request_do(r) and bool(r.flags & CD),
@@ -682,10 +679,11 @@ def expected_rcodes(expect: Iterable[str]) -> frozenset[int]:
     return frozenset(out)
 
 
-def expectation_for(spec: ProbeSpec, survey: str | None, zone: str = ".") -> Expectation:
+def expectation_for(spec: ProbeSpec, role: str | None, zone: str = ".") -> Expectation:
     """What a configured probe expects, for :func:`judge` and :func:`applicable`."""
-    return Expectation(expected_rcodes(spec.expect), SURVEY_ROLES.get(survey or ""),
-                       spec.transport.value, zone.rstrip(".").lower())  # fmt: skip
+    role_ = Role(role) if role in _ROLE_NAMES else None
+    return Expectation(expected_rcodes(spec.expect), role_, spec.transport.value,
+                       zone.rstrip(".").lower())  # fmt: skip
 
 
 _MAX_EXPECTATIONS = 65_536
@@ -693,25 +691,25 @@ _MAX_EXPECTATIONS = 65_536
 _expectations: dict[tuple[int, str | None, str], tuple[ProbeSpec, Expectation]] = {}
 
 
-def expectation_of(spec: ProbeSpec, survey: str | None, zone: str) -> Expectation:
+def expectation_of(spec: ProbeSpec, role: str | None, zone: str) -> Expectation:
     """:func:`expectation_for`, remembered per configured probe."""
-    key = (id(spec), survey, zone)
+    key = (id(spec), role, zone)
     cached = _expectations.get(key)
     if cached is None or cached[0] is not spec:
         if len(_expectations) >= _MAX_EXPECTATIONS:
             _expectations.clear()
-        cached = (spec, expectation_for(spec, survey, zone))
+        cached = (spec, expectation_for(spec, role, zone))
         _expectations[key] = cached
     return cached[1]
 
 
-def checks_for(spec: ProbeSpec, survey: str | None, zone: str,
+def checks_for(spec: ProbeSpec, role: str | None, zone: str,
                request: bytes | None) -> tuple[str, ...]:  # fmt: skip
     """The checks a probe is judged by (none for DSO and for the transfer, UPDATE and
     NOTIFY kinds, whose answers the cause taxonomy covers)."""
     if spec.kind not in CHECKED_KINDS or request is None:
         return ()
-    return applicable(parse(request), expectation_of(spec, survey, zone))
+    return applicable(parse(request), expectation_of(spec, role, zone))
 
 
 #: Probe kinds whose replies are judged: queries and raw opcodes.

@@ -274,7 +274,7 @@ class MetricsState:
         """Adopt a config: keep the state of unchanged pairs, add new ones, and drop the
         series of pairs that are gone (no stale series)."""
         self.duration_histogram = config.scheduler.duration_histogram
-        self.conformance = getattr(config.scheduler, "conformance_series", True)
+        self.conformance = config.scheduler.conformance_series
         wanted: dict[tuple[str, str], tuple[Target, ProbeSpec]] = {
             (target.name, spec.name): (target, spec) for target, spec in pairs
         }
@@ -557,7 +557,7 @@ def applicable_checks(target: Target, spec: ProbeSpec) -> tuple[str, ...]:
     if spec.kind not in conformance.CHECKED_KINDS:
         return ()
     request = request_for(spec, target.zone).wire
-    return conformance.checks_for(spec, target.survey, target.zone, request)
+    return conformance.checks_for(spec, target.role, target.zone, request)
 
 
 _ALWAYS = frozenset({"dnsgap_build_info", "dnsgap_probes_in_flight"})

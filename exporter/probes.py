@@ -115,7 +115,7 @@ def _with_checks(outcome: Outcome, target: Target, spec: ProbeSpec, request: Wir
     """The outcome with the conformance checks its reply violates (docs/conformance.md)."""
     if spec.kind not in conformance.CHECKED_KINDS:
         return outcome
-    expectation = conformance.expectation_of(spec, target.survey, target.zone)
+    expectation = conformance.expectation_of(spec, target.role, target.zone)
     found = conformance.judge(request.wire, reply, expectation, udp_reply)
     return dataclasses.replace(outcome, violations=found) if found else outcome
 

@@ -117,6 +117,7 @@ def build_message(spec: ProbeSpec, target_zone: str) -> dns.message.Message:
             spec.qname, _rdtype(spec.qtype), _rdclass(spec.qclass), use_edns=False
         )
         _set_rd(message, spec.recursion_desired)
+        message.flags |= spec.header_flags  # genreport's FULL tests: AA, AD, CD, Z ... set
         _apply_edns(message, spec.edns)
         return message
     zone = _zone_name(spec, target_zone)
@@ -150,7 +151,10 @@ def build_message(spec: ProbeSpec, target_zone: str) -> dns.message.Message:
     if kind is ProbeKind.OPCODE:
         message = dns.message.make_query(spec.qname, _rdtype(spec.qtype),
                                          _rdclass(spec.qclass), use_edns=False)
-        message.flags = (spec.opcode & 0xF) << 11
+        message.flags = (spec.opcode & 0xF) << 11 | spec.header_flags
+        _set_rd(message, spec.recursion_desired)
+        if not spec.question:
+            message.question = []  # genreport `opcode`: the header alone, counts zero
         return message
     raise ValueError(f"{kind} is not a classic DNS probe kind")
 

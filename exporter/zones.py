@@ -112,7 +112,7 @@ def expand(zone_target: ZoneTarget, servers: Iterable[ZoneServer]) -> tuple[Targ
             name=server_target_name(zone_target.name, server), host=server.address,
             port=zone_target.discovery.port, probes=zone_target.probes,
             zone=zone_target.zone, tls=tls, labels=zone_target.labels,
-            survey=zone_target.survey, ns_name=server.ns_name,
+            survey=zone_target.survey, ns_name=server.ns_name, role=zone_target.role,
         ))  # fmt: skip
     return tuple(out)
 

@@ -9,7 +9,7 @@ sections), :mod:`.discovery`, :mod:`.loading` (the entry points). Import from ``
 from exporter.config.errors import ConfigError, ConfigErrors
 from exporter.config.loading import load_config, parse_config, survey_probes
 from exporter.config.presets import SURVEY_PRESETS
-from exporter.config.probe_specs import default_expect, resolve_zone_names
+from exporter.config.probe_specs import HEADER_FLAGS, default_expect, resolve_zone_names
 from exporter.config.schema import (
     DEFAULT_LISTEN,
     Config,
@@ -32,6 +32,7 @@ from exporter.config.values import parse_duration, parse_server
 
 __all__ = [
     "DEFAULT_LISTEN",
+    "HEADER_FLAGS",
     "RESERVED_LABELS",
     "SURVEY_PRESETS",
     "Config",

@@ -152,6 +152,11 @@ _PROBE_TYPES: Mapping[str, Schema] = {
     "qtype": _RRTYPE,
     "qclass": _RRCLASS,
     "rd": _bool("recursion desired"),
+    "header_flags": {
+        "description": "header bits to set besides RD",
+        "type": "array", "items": {"enum": ["aa", "tc", "ra", "z", "ad", "cd"]},
+    },
+    "question": _bool("opcode kind: false sends the header alone"),
     "edns": {"anyOf": [_bool("false sends no OPT record"), _ref("edns")]},
     "zone": _DNS_NAME,
     "serial": _int(0, 2**32 - 1, "IXFR: the serial we claim to have"),
@@ -193,6 +198,7 @@ _TARGET_TYPES: Mapping[str, Schema] = {
         "propertyNames": {"pattern": "^(?!__)[a-zA-Z_][a-zA-Z0-9_]*$"},
         "additionalProperties": {"type": ["string", "number"]},
     },
+    "role": {"enum": ["authoritative", "recursive"]},
     "survey": {"anyOf": [{"enum": list(SURVEY_PRESETS)}, _ref("survey")]},
     "probes": {"type": "array", "items": _ref("probe_entry")},
 }
@@ -223,6 +229,7 @@ _SCHEDULER_TYPES: Mapping[str, Schema] = {
     "max_concurrency": _int(1, 1_000_000),
     "jitter": {"type": "number", "minimum": 0, "maximum": 1},
     "duration_histogram": _bool(),
+    "conformance_series": _bool("export dnsgap_conformance_violation and _total"),
 }
 _TSIG_TYPES: Mapping[str, Schema] = {
     "algorithm": {"enum": sorted(_TSIG_ALGORITHMS)},

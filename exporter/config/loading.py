@@ -99,7 +99,7 @@ _ENDPOINT_KEYS = ("allow_adhoc", "adhoc_cidrs", "max_concurrency", "max_per_clie
                   "max_queued", "max_queued_per_client")  # fmt: skip
 
 
-_SCHEDULER_KEYS = ("max_concurrency", "jitter", "duration_histogram")
+_SCHEDULER_KEYS = ("max_concurrency", "jitter", "duration_histogram", "conformance_series")
 
 
 _TSIG_KEYS = ("algorithm", "secret")
@@ -195,6 +195,7 @@ _SCHEDULER_FIELDS: Mapping[str, tuple[str, _Parser]] = {
     "max_concurrency": ("max_concurrency", _int_in(1, 1_000_000)),
     "jitter": ("jitter", _fraction),
     "duration_histogram": ("duration_histogram", _bool),
+    "conformance_series": ("conformance_series", _bool),
 }
 
 

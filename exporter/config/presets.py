@@ -22,7 +22,7 @@ from exporter.config.probe_specs import (
 from exporter.config.scalars import _probe_name, _str
 from exporter.config.schema import ProbeSpec
 
-SURVEY_PRESETS = ("authoritative", "recursive")
+SURVEY_PRESETS = ("authoritative", "recursive", "compliance")
 
 
 _SURVEY_KEYS = ("preset", "exclude", *_DEFAULTS_KEYS)

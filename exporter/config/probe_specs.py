@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from exporter.config.located import _Ctx, _Src
+from exporter.config.located import _Ctx, _Src, _WantError
 from exporter.config.scalars import (
     _NAME_RE,
     _bool,
@@ -45,6 +45,8 @@ def resolve_zone_names(spec: ProbeSpec, zone: str) -> ProbeSpec:
     """Replace ``@`` (the target's zone, as in zone files) in a probe's names."""
 
     def at(name: str) -> str:
+        if name.endswith(".@"):  # a name under the zone: "www.@"
+            return name[:-1] + ("" if zone == "." else zone)
         return zone if name == "@" else name
 
     fallback = spec.fallback
@@ -89,8 +91,9 @@ _FALLBACK_KEYS = ("kind", "qname", "qtype")
 
 
 _PROBE_KEYS = ("kind", "transport", "interval", "timeout", "qname", "qtype", "qclass", "rd",
-               "edns", "zone", "serial", "opcode", "tcp_fallback", "max_transfer_bytes",
-               "expect", "tsig_key", "dso", "fallback", "allow_notify")  # fmt: skip
+               "header_flags", "question", "edns", "zone", "serial", "opcode", "tcp_fallback",
+               "max_transfer_bytes", "expect", "tsig_key", "dso", "fallback",
+               "allow_notify")  # fmt: skip
 
 
 _DEFAULTS_KEYS = tuple(k for k in _PROBE_KEYS if k != "kind")
@@ -106,6 +109,8 @@ _DSO_KINDS = frozenset(k for k in ProbeKind if k.is_dso)
 _KIND_ONLY: Mapping[str, frozenset[ProbeKind]] = {
     "serial": frozenset({ProbeKind.IXFR}),
     "opcode": frozenset({ProbeKind.OPCODE}),
+    "question": frozenset({ProbeKind.OPCODE}),
+    "header_flags": frozenset({ProbeKind.QUERY, ProbeKind.OPCODE}),
     "allow_notify": frozenset({ProbeKind.NOTIFY}),
     "max_transfer_bytes": frozenset({ProbeKind.IXFR, ProbeKind.AXFR}),
     "zone": frozenset({ProbeKind.IXFR, ProbeKind.AXFR, ProbeKind.UPDATE, ProbeKind.NOTIFY}),
@@ -212,6 +217,24 @@ def _unknown_template(name: str, env: _Env) -> str:
     )
 
 
+#: Header bits a probe may set besides RD (`rd:`), by their dig/genreport names.
+HEADER_FLAGS: Mapping[str, int] = {"aa": 0x0400, "tc": 0x0200, "ra": 0x0080, "z": 0x0040,
+                                   "ad": 0x0020, "cd": 0x0010}  # fmt: skip
+
+
+def _header_flags(ctx: _Ctx, node: yaml.Node) -> int:
+    if not isinstance(node, yaml.SequenceNode):
+        raise _WantError(f"a list of header flags ({', '.join(HEADER_FLAGS)})")
+    bits = 0
+    for item in node.value:
+        name = str(ctx.scalar(item)).lower()
+        if name not in HEADER_FLAGS:
+            raise _WantError(f"header flags among {', '.join(HEADER_FLAGS)} (RD is `rd:`; "
+                             f"got {name!r})")  # fmt: skip
+        bits |= HEADER_FLAGS[name]
+    return bits
+
+
 #: Config key -> (ProbeSpec field, parser) for the flat fields.
 _PROBE_FIELDS: Mapping[str, tuple[str, _Parser]] = {
     "interval": ("interval", _positive_duration),
@@ -220,6 +243,8 @@ _PROBE_FIELDS: Mapping[str, tuple[str, _Parser]] = {
     "qtype": ("qtype", _rdtype),
     "qclass": ("qclass", _rdclass),
     "rd": ("recursion_desired", _bool),
+    "header_flags": ("header_flags", _header_flags),
+    "question": ("question", _bool),
     "zone": ("zone", _dns_name),
     "serial": ("serial", _int_in(0, 2**32 - 1)),
     "opcode": ("opcode", _int_in(0, 15, "an opcode")),

@@ -137,6 +137,8 @@ def _dns_name(ctx: _Ctx, node: yaml.Node) -> str:
     if text == "@":
         return text
     try:
+        if text.endswith(".@"):  # relative to the target's zone; case kept (0x20 probes)
+            return dns.name.from_text(text[:-2], origin=None).to_text() + ".@"
         return dns.name.from_text(text).to_text()
     except (dns.exception.DNSException, UnicodeError, ValueError):
         raise _WantError("a domain name") from None

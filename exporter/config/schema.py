@@ -106,6 +106,12 @@ class ProbeSpec:
     qtype: int = 6  # SOA
     qclass: int = 1
     recursion_desired: bool = False
+    #: Other header bits to set (AA 0x0400, TC 0x0200, RA 0x0080, Z 0x0040, AD 0x0020,
+    #: CD 0x0010): genreport's FULL tests set each, `opcodeflg` all of them.
+    header_flags: int = 0
+    #: ``opcode`` kind: send the question; False sends the header alone (genreport
+    #: `opcode`, all four counts zero).
+    question: bool = True
     edns: EdnsSettings = EdnsSettings()
     #: Zone for ixfr/axfr/update/notify; ``None`` means the target's zone.
     zone: str | None = None
@@ -143,6 +149,9 @@ class Target:
     survey: str | None = None
     #: For a server found by a zone target: its NS name (no trailing dot).
     ns_name: str | None = None
+    #: "authoritative" or "recursive" (the `role:` key, else implied by the survey
+    #: preset); the role conformance checks apply only when it is known.
+    role: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +188,8 @@ class ZoneTarget:
     tls: TlsSettings = TlsSettings()
     labels: Mapping[str, str] = field(default_factory=dict)
     survey: str | None = None
+    #: A zone's name servers are authoritative for it unless `role:` says otherwise.
+    role: str | None = "authoritative"
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +224,9 @@ class SchedulerSettings:
     jitter: float = 1.0
     #: Drop the per-probe duration histogram (fleet scale: fewer series).
     duration_histogram: bool = True
+    #: Export the conformance series (dnsgap_conformance_violation and _total);
+    #: False at fleet scale leaves them out (the checks still run for --json).
+    conformance_series: bool = True
 
 
 @dataclass(frozen=True, slots=True)

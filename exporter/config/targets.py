@@ -29,7 +29,12 @@ RESERVED_LABELS = frozenset({
 })  # fmt: skip
 
 
-_TARGET_KEYS = ("name", "server", "discover", "zone", "tls", "labels", "survey", "probes")
+_TARGET_KEYS = ("name", "server", "discover", "zone", "tls", "labels", "role", "survey", "probes")
+#: The server role a survey preset implies, when the target does not say
+#: (docs/conformance.md: the role conformance checks).
+ROLES = ("authoritative", "recursive")
+_PRESET_ROLES = {"authoritative": "authoritative", "compliance": "authoritative",
+                 "recursive": "recursive"}  # fmt: skip
 
 
 _TLS_KEYS = ("ca_file", "server_name", "cert_file", "key_file", "verify")
@@ -114,6 +119,12 @@ def _target(ctx: _Ctx, src: _Src, env: _Env) -> Target | ZoneTarget | None:
                 probes.append((spec, item))
     if "survey" not in fields and "probes" not in fields:
         ctx.fail(src.node, f"{src.key}.probes", "expected `probes:` or `survey:` (got neither)")
+    role = _PRESET_ROLES.get(survey or "")
+    if "role" in fields:
+        role = ctx.get(fields["role"], _str)
+        if role not in ROLES:
+            ctx.fail(fields["role"].node, fields["role"].key,
+                     f"expected one of: {', '.join(ROLES)} (got {role!r})")  # fmt: skip
     specs = _unique_probes(ctx, probes)
     specs = [resolve_zone_names(s, zone) for s in specs]
 
@@ -142,7 +153,8 @@ def _target(ctx: _Ctx, src: _Src, env: _Env) -> Target | ZoneTarget | None:
         if len(ctx.errors) > errors_before or name is None or discovery is None:
             return None
         return ZoneTarget(name=name, zone=zone, discovery=discovery, probes=tuple(specs),
-                          tls=tls, labels=labels, survey=survey)  # fmt: skip
+                          tls=tls, labels=labels, survey=survey,
+                          role=role or "authoritative")  # fmt: skip
     host, port = "", 0
     if server is not None:
         try:
@@ -162,6 +174,7 @@ def _target(ctx: _Ctx, src: _Src, env: _Env) -> Target | ZoneTarget | None:
         tls=tls,
         labels=labels,
         survey=survey,
+        role=role,
     )
 
 
