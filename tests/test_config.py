@@ -29,6 +29,7 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
 AUTHORITATIVE_SURVEY = (
     "soa", "edns1", "edns_unknown_option", "edns_unknown_flag", "unknown_type",
+    "aaaa", "qname_case", "upward_referral",
     "opcode3", "opcode7", "opcode8", "opcode9", "opcode10", "opcode11", "opcode12",
     "opcode13", "opcode14", "opcode15", "ixfr", "axfr", "update",
     "dso_keepalive", "dso_tlv", "dso_push",

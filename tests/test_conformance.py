@@ -319,3 +319,85 @@ def test_header_bit_checks_follow_the_bits(flags: int, request: dns.message.Mess
 def test_check_names_are_bounded_label_values(name: str) -> None:
     assert name.replace("-", "").isalnum()
     assert name == name.lower()
+
+
+# -- the compliance survey mirrors genreport -------------------------------------------
+
+
+def test_compliance_survey_sends_genreports_queries() -> None:
+    from exporter.config import survey_probes
+    from exporter.wire import build_request
+
+    probes = {p.name: p for p in survey_probes("compliance", "gap.test.")}
+    wire = {name: cf.parse(build_request(p, "gap.test.", msg_id=1).wire)
+            for name, p in probes.items() if p.kind.value in ("query", "opcode")}  # fmt: skip
+    for name, message in wire.items():
+        assert message is not None
+        # genreport clears RD everywhere but in `rd` and `opcodeflg`.
+        assert bool(message.flags & cf.RD) == (name in {"rd", "opcodeflg", "nameserver01"}), name
+    opcodeflg = wire["opcodeflg"]
+    assert opcodeflg.opcode == 15
+    assert opcodeflg.qdcount == 0
+    assert opcodeflg.flags & 0x07F0 == 0x07F0  # AA TC RD RA Z AD CD, all set
+    assert wire["opcode"].flags & 0x07F0 == 0
+    assert wire["zflag"].flags & cf.Z
+    assert wire["dns"].opt is None
+    assert wire["edns"].opt is not None
+    assert wire["edns"].opt.payload == 4096
+    assert wire["edns1"].opt is not None
+    assert wire["edns1"].opt.version == 1
+    assert wire["optlist"].opt is not None
+    assert wire["optlist"].opt.options == ((3, b""), (8, b"\x00\x01\x00\x00"), (9, b""),
+                                           (10, bytes(range(1, 9))))  # fmt: skip
+    assert wire["edns512"].opt is not None
+    assert (wire["edns512"].opt.payload, wire["edns512"].opt.flags) == (512, cf.DO)
+    assert probes["ednstcp"].transport.value == "tcp"
+    assert probes["TYPE1000"].qtype == 1000
+    assert probes["type666"].qtype == 666
+    assert wire["nameserver08"].question is not None
+    assert wire["nameserver08"].question[0].startswith(b"\x0bDnsGap-0x20")
+    assert probes["edns1opt"].expect == {"bad_version"}
+
+
+def test_role_comes_from_the_survey_or_the_target() -> None:
+    from exporter.config import ConfigError, parse_config
+
+    def role(target: str) -> str | None:
+        config = parse_config(f"targets: [{target}]", "<test>")
+        return config.targets[0].role
+
+    assert role("{server: 192.0.2.1, survey: compliance}") == "authoritative"
+    assert role("{server: 192.0.2.1, survey: recursive}") == "recursive"
+    assert role("{server: 192.0.2.1, survey: compliance, role: recursive}") == "recursive"
+    assert role("{server: 192.0.2.1, probes: [{name: a, kind: query}]}") is None
+    with pytest.raises(ConfigError, match="authoritative, recursive"):
+        role("{server: 192.0.2.1, survey: compliance, role: stub}")
+    with pytest.raises(ConfigError, match="header flags"):
+        role("{server: 192.0.2.1, probes: [{name: a, kind: query, header_flags: [rd]}]}")
+
+
+# -- metrics ------------------------------------------------------------------------
+
+
+def test_every_applicable_check_has_both_series_from_start_up() -> None:
+    from exporter.config import parse_config
+    from exporter.metrics import MetricsState
+
+    config = parse_config("targets: [{name: ns, server: 192.0.2.1, zone: gap.test,"
+                          " survey: compliance}]", "<test>")  # fmt: skip
+    state = MetricsState()
+    state.sync(config, [(t, s) for t in config.targets for s in t.probes])
+    text = state.render()
+    assert 'dnsgap_conformance_violation{target="ns",probe="edns1",check="badversion"} 0' in text
+    assert ('dnsgap_conformance_violations_total{target="ns",probe="opcodeflg",check="z"} 0'
+            in text)  # fmt: skip
+    assert 'probe="dns",check="noopt"' not in text  # no OPT sent: `opt` applies instead
+    checks = {line.split('check="')[1].split('"')[0] for line in text.splitlines()
+              if line.startswith("dnsgap_conformance_violation{")}  # fmt: skip
+    assert checks <= set(cf.NAMES)
+
+    off = parse_config("scheduler: {conformance_series: false}\n"
+                       "targets: [{name: ns, server: 192.0.2.1, survey: compliance}]", "<t>")
+    quiet = MetricsState()
+    quiet.sync(off, [(t, s) for t in off.targets for s in t.probes])
+    assert "dnsgap_conformance_violation{" not in quiet.render()
