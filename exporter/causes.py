@@ -127,7 +127,11 @@ REMEDIATION: Mapping[Cause, str] = {
         "speak DSO. Fall back to traditional DNS queries."
     ),
     Cause.DSO_OVER_UDP: "DSO is only valid over a connection (RFC 8490 §5.1); this was UDP.",
-    Cause.NOT_SENT: "The request was not sent (not valid for this transport).",
+    Cause.NOT_SENT: (
+        "The request was not sent: not valid for this transport, or held back while the "
+        "server's DSO Retry Delay runs (RFC 8490 §6.6.1; scheduled runs count that as "
+        "skipped and keep the previous cause)."
+    ),
 }
 
 _EVENT_CAUSES: Mapping[WireEvent, Cause] = {

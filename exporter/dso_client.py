@@ -549,8 +549,11 @@ async def _open(target: Target, spec: ProbeSpec, ssl_context: ssl.SSLContext | N
         return tx.failure_outcome(exc, transport)
 
 
-async def _run_once(target: Target, spec: ProbeSpec,
-                    ssl_context: ssl.SSLContext | None) -> Outcome:  # fmt: skip
+async def _run_once(target: Target, spec: ProbeSpec, ssl_context: ssl.SSLContext | None,
+                    holds: RetryDelayHolds) -> Outcome:  # fmt: skip
+    held = holds.held(target.name, spec)
+    if held is not None:
+        return held
     push_wait = _push_wait(spec)
     budget = _Budget(spec.timeout + push_wait)
     dso_type = dso_type_of(spec)
@@ -568,6 +571,8 @@ async def _run_once(target: Target, spec: ProbeSpec,
         ended_by_server = not conn.alive
         await conn.close("probe_done")
     reason = conn.closed_reason if ended_by_server else "probe_done"
+    if reason == "retry_delay" and conn.retry_delay_ms is not None:
+        holds.start(target.name, conn.retry_delay_ms, conn.retry_delay_rcode)
     if not conn.established and reason not in _SERVER_ENDS:
         reason = None  # no session, and the server did not end the connection
     facts = conn.facts(dso_type, closed_reason=reason)
@@ -598,10 +603,86 @@ async def run_dso_probe(target: Target, spec: ProbeSpec,
         return await _run_udp(target, spec)
     if spec.dso.persistent:
         return await default_pool.run(target, spec, ssl_context)
-    return await _run_once(target, spec, ssl_context)
+    return await _run_once(target, spec, ssl_context, default_pool.holds)
+
+
+# --- Retry Delay -----------------------------------------------------------------------
+
+
+class RetryDelayHolds:
+    """Until when a server's Retry Delay keeps us away from each target.
+
+    RFC 8490 §6.6.1: a client told to go away must not reconnect before the delay
+    has passed. The server told the client, not one of its code paths, so the
+    persistent pool and one-shot probes share one window per target.
+    """
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}
+        self._facts: dict[str, tuple[int, int | None]] = {}
+
+    def start(self, name: str, delay_ms: int, rcode: int | None) -> None:
+        self._until[name] = asyncio.get_running_loop().time() + delay_ms / 1000
+        self._facts[name] = (delay_ms, rcode)
+
+    def held(self, name: str, spec: ProbeSpec) -> Outcome | None:
+        """The outcome of a probe the window holds back; None when it may run.
+
+        The outcome judges nothing (``DsoFacts.held_by_retry_delay``): the
+        scheduler counts the run as skipped and the pair keeps its cause.
+        """
+        left = self._until.get(name, 0.0) - asyncio.get_running_loop().time()
+        if left <= 0:
+            self._until.pop(name, None)
+            return None
+        delay_ms, rcode = self._facts[name]
+        return Outcome(WireEvent.NOT_SENT, transport=spec.transport.value,
+                       error=(f"held: the server asked for a Retry Delay of {delay_ms / 1000:g} s "
+                              f"(RFC 8490 §6.6.1); {left:.1f} s left"),
+                       dso=DsoFacts(retry_delay=delay_ms / 1000, retry_delay_rcode=rcode,
+                                    dso_type=dso_type_of(spec),
+                                    held_by_retry_delay=True))  # fmt: skip
+
+    def clear(self) -> None:
+        self._until.clear()
+        self._facts.clear()
 
 
 # --- persistent sessions --------------------------------------------------------------
+
+#: How a reused session may end under a probe without the probe failing: the
+#: server (or the path) closed it, or our own inactivity close came first. The
+#: probe is retried once on a fresh session. Not for a Retry Delay (§6.6.1: stay
+#: away), a protocol error (that is the finding), or our shutdown.
+_RETRYABLE_ENDS = frozenset({"server_closed", "reset", "network_error", "tls_error",
+                             "inactivity"})  # fmt: skip
+#: Events of a request that a session end left unanswered.
+_UNANSWERED = frozenset({WireEvent.CLOSED, WireEvent.RESET, WireEvent.NETWORK_ERROR,
+                         WireEvent.TLS_ERROR})  # fmt: skip
+
+
+def timer_action(now: float, *, last_sent: float, last_activity: float,
+                 interval_ms: int | None, inactivity_ms: int | None,
+                 margin: float) -> tuple[str | None, float]:  # fmt: skip
+    """What a session's maintainer does now ("close", "keepalive" or None) and,
+    when nothing, the time to look again.
+
+    RFC 8490 §6.4.1: an idle client closes the session once the inactivity
+    timeout passes (Keepalive is not activity, §6.3). §6.5: it sends something
+    within the keepalive interval; ``margin`` keeps us ahead of it.
+    """
+    wake = math.inf
+    if inactivity_ms is not None and inactivity_ms != INFINITE_MS:
+        expires = last_activity + inactivity_ms / 1000
+        if now >= expires:
+            return "close", now
+        wake = expires
+    if interval_ms is not None and interval_ms != INFINITE_MS:
+        due = last_sent + max(interval_ms / 1000, _MIN_TIMER_SECONDS) * margin
+        if now >= due:
+            return "keepalive", now
+        wake = min(wake, due)
+    return None, wake
 
 
 class _PooledSession:
@@ -617,21 +698,27 @@ class DsoSessionPool:
     Between probes a maintenance task sends a Keepalive request before the
     granted keepalive interval runs out (RFC 8490 §6.5: the client must send
     something within it) and closes the session once the inactivity timeout
-    passes without a real operation (§6.4.1; Keepalive is not activity, §6.3).
-    A dropped session is reopened by the next probe, except during a Retry
-    Delay (§6.6.1). Every session end is reported to ``on_session_closed(target,
-    reason)``; probes through the pool leave ``DsoFacts.closed_reason`` empty so
-    that a hooked ``MetricsState.record_session_closed`` counts each end once.
+    passes without a real operation (§6.4.1; Keepalive is not activity, §6.3),
+    so a pool that only carries Keepalive probes ends its session every
+    inactivity timeout, by design. The maintainer acts under the target's lock,
+    so it never closes a session under a probe. A probe whose reused session
+    ends before the answer anyway (the server's idle close racing our request)
+    is retried once on a fresh session within its budget, which its
+    ``details["retried"]`` says. A dropped session is reopened by the next probe,
+    except during a Retry Delay (§6.6.1, :class:`RetryDelayHolds`). Every
+    session end is reported to ``on_session_closed(target, reason)``; probes
+    through the pool leave ``DsoFacts.closed_reason`` empty so that a hooked
+    ``MetricsState.record_session_closed`` counts each end once.
     """
 
     def __init__(self, on_session_closed: SessionClosedCallback | None = None, *,
-                 keepalive_margin: float = 0.8) -> None:  # fmt: skip
+                 keepalive_margin: float = 0.8,
+                 holds: RetryDelayHolds | None = None) -> None:  # fmt: skip
         self.on_session_closed = on_session_closed
         self.keepalive_margin = keepalive_margin
+        self.holds = holds if holds is not None else RetryDelayHolds()
         self._sessions: dict[str, _PooledSession] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._retry_until: dict[str, float] = {}
-        self._retry_facts: dict[str, tuple[int, int | None]] = {}
 
     def session(self, target_name: str) -> DsoConnection | None:
         """The live session of a target, if any (for tests and the status page)."""
@@ -642,42 +729,59 @@ class DsoSessionPool:
         if not conn.established and reason != "retry_delay":
             return  # no session was ever established: nothing ended
         if reason == "retry_delay" and conn.retry_delay_ms is not None:
-            loop = asyncio.get_running_loop()
-            self._retry_until[name] = loop.time() + conn.retry_delay_ms / 1000
-            self._retry_facts[name] = (conn.retry_delay_ms, conn.retry_delay_rcode)
+            self.holds.start(name, conn.retry_delay_ms, conn.retry_delay_rcode)
         if self.on_session_closed is not None:
             try:
                 self.on_session_closed(name, reason)
             except Exception:  # a metrics hook must not break the session machinery
                 log.exception("DSO session-closed callback failed for %s", name)
 
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
     async def run(self, target: Target, spec: ProbeSpec,
                   ssl_context: ssl.SSLContext | None) -> Outcome:  # fmt: skip
-        lock = self._locks.setdefault(target.name, asyncio.Lock())
-        async with lock:
+        async with self._lock(target.name):
             return await self._run_locked(target, spec, ssl_context)
 
     async def _run_locked(self, target: Target, spec: ProbeSpec,
                           ssl_context: ssl.SSLContext | None) -> Outcome:  # fmt: skip
+        budget = _Budget(spec.timeout + _push_wait(spec))
+        outcome, lost = await self._attempt(target, spec, ssl_context, budget)
+        if lost is None:
+            return outcome
+        first = {"session_closed": lost, "error": outcome.error}
+        if lost == "retry_delay" and outcome.dso is not None:
+            # The server sent Retry Delay while our request was pending (§6.6.1.1):
+            # no answer to judge, and no retry while it holds.
+            return dataclasses.replace(outcome, dso=dataclasses.replace(
+                outcome.dso, held_by_retry_delay=True))  # fmt: skip
+        if budget.left() <= 0:
+            return dataclasses.replace(outcome, details={**outcome.details,
+                                                         "not_retried": first})  # fmt: skip
+        retry, _ = await self._attempt(target, spec, ssl_context, budget)
+        return dataclasses.replace(retry, details={**retry.details, "retried": first})
+
+    async def _attempt(self, target: Target, spec: ProbeSpec, ssl_context: ssl.SSLContext | None,
+                       budget: _Budget) -> tuple[Outcome, str | None]:  # fmt: skip
+        """One try on the target's session, reused when alive, else fresh. Returns
+        the outcome and, when a reused session ended before it was answered, how
+        it ended (a retryable reason, or "retry_delay")."""
         name, dso_type = target.name, dso_type_of(spec)
         push_wait = _push_wait(spec)
-        budget = _Budget(spec.timeout + push_wait)
         endpoint = (target.host, target.port, spec.transport.value)
         pooled = self._sessions.get(name)
         if pooled is not None and (not pooled.conn.alive or pooled.endpoint != endpoint):
             await self._drop(name, "endpoint_changed")
             pooled = None
+        reused = pooled is not None
         if pooled is None:
-            waiting = self._retry_until.get(name, 0.0) - asyncio.get_running_loop().time()
-            if waiting > 0:
-                delay_ms, rcode = self._retry_facts[name]
-                return Outcome(WireEvent.NOT_SENT, transport=spec.transport.value,
-                               error=f"server asked for a Retry Delay; {waiting:.1f}s left",
-                               dso=DsoFacts(retry_delay=delay_ms / 1000, retry_delay_rcode=rcode,
-                                            dso_type=dso_type))  # fmt: skip
+            held = self.holds.held(name, spec)
+            if held is not None:
+                return held, None
             stream = await _open(target, spec, ssl_context, budget)
             if isinstance(stream, Outcome):
-                return dataclasses.replace(stream, dso=DsoFacts(dso_type=dso_type))
+                return dataclasses.replace(stream, dso=DsoFacts(dso_type=dso_type)), None
             holder: list[DsoConnection] = []
             conn = DsoConnection(stream, on_end=lambda reason: self._ended(name, holder[0], reason))
             holder.append(conn)
@@ -692,39 +796,45 @@ class DsoSessionPool:
             if conn.alive:
                 await conn.close("no_session")
             details["session_closed"] = conn.closed_reason
-            self._sessions.pop(name, None)
+            if self._sessions.get(name) is pooled:
+                del self._sessions[name]
         elif pooled.maintainer is None:
             pooled.maintainer = asyncio.create_task(self._maintain(name, pooled, spec))
+        lost = None
+        if reused and not conn.alive and outcome.event in _UNANSWERED:
+            reason = conn.closed_reason or ""
+            if reason in _RETRYABLE_ENDS or reason == "retry_delay":
+                lost = reason
         facts = conn.facts(dso_type)
         return dataclasses.replace(outcome, dso=facts, transport=conn.transport,
                                    bytes_received=conn.bytes_received,
-                                   details={**outcome.details, **details})  # fmt: skip
+                                   details={**outcome.details, **details}), lost  # fmt: skip
+
+    def _timer_action(self, conn: DsoConnection, now: float) -> tuple[str | None, float]:
+        return timer_action(now, last_sent=conn.last_sent, last_activity=conn.last_activity,
+                            interval_ms=conn.interval_ms, inactivity_ms=conn.inactivity_ms,
+                            margin=self.keepalive_margin)  # fmt: skip
 
     async def _maintain(self, name: str, pooled: _PooledSession, spec: ProbeSpec) -> None:
         conn = pooled.conn
         loop = asyncio.get_running_loop()
         while conn.alive:
-            now = loop.time()
-            wake = math.inf
-            if conn.interval_ms is not None and conn.interval_ms != INFINITE_MS:
-                interval = max(conn.interval_ms / 1000, _MIN_TIMER_SECONDS)
-                due = conn.last_sent + interval * self.keepalive_margin
-                if now >= due:
-                    lock = self._locks.setdefault(name, asyncio.Lock())
-                    async with lock:
-                        await conn.request(keepalive_tlvs(spec), spec.timeout)
-                    continue
-                wake = min(wake, due)
-            if conn.inactivity_ms is not None and conn.inactivity_ms != INFINITE_MS:
-                expires = conn.last_activity + conn.inactivity_ms / 1000
-                if now >= expires:
-                    # §6.4.1: an idle client closes the session itself.
-                    await conn.close("inactivity")
+            action, wake = self._timer_action(conn, loop.time())
+            if action is None:
+                # Poll at least every second: a probe may have changed the timers.
+                if await conn.wait_ended(min(wake - loop.time(), 1.0)):
                     break
-                wake = min(wake, expires)
-            # Poll at least every second: a probe may have changed the timers.
-            if await conn.wait_ended(min(wake - now, 1.0)):
-                break
+                continue
+            async with self._lock(name):
+                # A probe may have run while we waited for the lock: judge again.
+                action, _ = self._timer_action(conn, loop.time())
+                if not conn.alive:
+                    break
+                if action == "close":
+                    await conn.close("inactivity")  # §6.4.1: an idle client closes
+                    break
+                if action == "keepalive":
+                    await conn.request(keepalive_tlvs(spec), spec.timeout)
         if self._sessions.get(name) is pooled:
             del self._sessions[name]
 
@@ -742,12 +852,12 @@ class DsoSessionPool:
         """Close every session (at shutdown, or when a test ends)."""
         for name in list(self._sessions):
             await self._drop(name, reason)
-        self._retry_until.clear()
-        self._retry_facts.clear()
+        self.holds.clear()
         self._locks.clear()
 
 
-#: The pool ``run_dso_probe`` uses for ``dso.persistent`` probes.
+#: The pool ``run_dso_probe`` uses for ``dso.persistent`` probes; its Retry Delay
+#: windows hold one-shot probes of the same target too.
 default_pool = DsoSessionPool()
 
 

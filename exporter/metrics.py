@@ -83,7 +83,8 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("dnsgap_probes_skipped_total", "counter",
      "Scheduled probe runs skipped, by reason (overlap: previous run still going; "
      "pending_limit, fd_limit: over the target's fair share of the bound; "
-     "no_descriptors: the process ran out of file descriptors)."),
+     "no_descriptors: the process ran out of file descriptors; "
+     "retry_delay: a DSO server's Retry Delay holds the target)."),
     ("dnsgap_probe_requests_waiting", "gauge",
      "/probe requests waiting for a free probe slot."),
     ("dnsgap_probe_requests_queued_total", "counter",
@@ -105,8 +106,9 @@ METRICS: tuple[tuple[str, str, str], ...] = (
 _TYPES = {name: kind for name, kind, _ in METRICS}
 #: Why a scheduled run did not happen: its previous run was still going (overlap),
 #: the pending-probe or descriptor bound refused it (its target over its fair share
-#: and the spare pool empty), or opening a socket failed with EMFILE/ENFILE.
-SKIP_REASONS = ("overlap", "pending_limit", "fd_limit", "no_descriptors")
+#: and the spare pool empty), opening a socket failed with EMFILE/ENFILE, or a DSO
+#: server's Retry Delay held the run back (RFC 8490 §6.6.1; counted by ``record``).
+SKIP_REASONS = ("overlap", "pending_limit", "fd_limit", "no_descriptors", "retry_delay")
 
 
 def escape_label_value(value: str) -> str:
@@ -340,6 +342,12 @@ class MetricsState:
         state = self.pairs.get((target, probe))
         if state is None:
             return  # the pair was removed by a reload while the probe ran
+        dso = result.outcome.dso
+        if dso is not None and dso.held_by_retry_delay:
+            # RFC 8490 §6.6.1: the server asked us to stay away. The run judged
+            # nothing, so the pair keeps the cause of its last real exchange.
+            self.skipped["retry_delay"] += 1
+            return
         key = (result.rcode_label, result.cause.value)
         state.responses[key] = state.responses.get(key, 0) + 1
         if state.cause is not None and state.cause is not result.cause:
@@ -361,7 +369,6 @@ class MetricsState:
                 state.violation[check] = int(violated)
                 if violated:
                     state.violations_total[check] += 1
-        dso = result.outcome.dso
         if dso is not None:
             state.push_notifications += dso.push_notifications
             self._record_dso(target, dso)

@@ -57,6 +57,10 @@ class DsoFacts:
     echoed: bool = False
     #: Why the session ended, when it did during the probe (retry_delay, closed...).
     closed_reason: str | None = None
+    #: Nothing was judged: the server's Retry Delay still held the target (RFC 8490
+    #: §6.6.1), so the probe was not sent (or its session was ended by the Retry
+    #: Delay before the answer). Scheduled runs count it as skipped, not as a cause.
+    held_by_retry_delay: bool = False
 
 
 @dataclass(frozen=True, slots=True)

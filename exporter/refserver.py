@@ -121,6 +121,13 @@ class ServerBehaviour:
     initial_push: bool = False
     #: Idle timeout of a connection without DSO session (RFC 7766 §6.2.3).
     tcp_idle_timeout: float = 10.0
+    #: End an established session instead of answering a message that arrives
+    #: after it has been idle this long (seconds): a server whose idle close
+    #: fires just as the client's next request arrives. The race a client that
+    #: reuses sessions must survive (issue 10 item 1).
+    close_idle_on_arrival: float | None = None
+    #: How that close ends the connection: TCP FIN, or RST when True.
+    close_idle_forcibly: bool = False
 
     def __post_init__(self) -> None:
         # RFC 8490 §6.5.2: a server MUST NOT grant an interval below ten seconds.
@@ -489,6 +496,10 @@ class _Connection:
 
     def handle(self, wire: bytes) -> None:
         now = time.monotonic()
+        idle_limit = self.behaviour.close_idle_on_arrival
+        if self.established and idle_limit is not None and now - self.last_message >= idle_limit:
+            self.end("idle_on_arrival", forcibly=self.behaviour.close_idle_forcibly)
+            return
         self.last_message = now
         if self.shutting_down_at is not None:
             return  # RFC 8490 §6.6.1.1: ignore everything after Retry Delay

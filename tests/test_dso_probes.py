@@ -192,9 +192,15 @@ def test_retry_delay_is_recorded_and_ends_the_session(
     assert result.cause.value == "none"  # the Keepalive itself was answered
     assert (dso.retry_delay, dso.retry_delay_rcode) == (30.0, 5)
     assert dso.closed_reason == "retry_delay"
-    data = cli_json(capsys, server.port, "dso_keepalive")
+    other = serve(ServerBehaviour(retry_delay_ms=30_000, retry_delay_rcode=5))
+    data = cli_json(capsys, other.port, "dso_keepalive")
     assert data["dso"]["retry_delay"] == 30.0
     assert data["dso"]["closed_reason"] == "retry_delay"
+    # RFC 8490 §6.6.1: for the next 30 s the first server is not contacted again.
+    held = cli_json(capsys, server.port, "dso_keepalive")
+    assert (held["cause"], held["dso"]["held_by_retry_delay"]) == ("not_sent", True)
+    assert held["error"].startswith("held: the server asked for a Retry Delay of 30 s")
+    assert server.stats.connections == 1
 
 
 def test_unassigned_tlv_type_gets_dsotypeni(

@@ -10,9 +10,11 @@ import struct
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import pytest
+
 from exporter import dso_client, refserver
 from exporter.config import DsoSettings, ProbeSpec, Target, Transport
-from exporter.dso import INFINITE_MS, DsoMessage, Keepalive, frame
+from exporter.dso import INFINITE_MS, DsoMessage, Keepalive, RetryDelay, frame
 from exporter.dso_client import DsoSessionPool
 from exporter.kinds import ProbeKind
 from exporter.outcome import Outcome, WireEvent
@@ -185,5 +187,150 @@ def test_persistent_spec_goes_through_the_default_pool() -> None:
             await dso_client.close_all()
             await server.close()
         assert dso_client.default_pool.session("t") is None
+
+    run(scenario)
+
+
+# --- a reused session that ends under a probe (issue 10 item 1) -------------------------
+
+
+@pytest.mark.parametrize(("forcibly", "end"), [(False, "server_closed"), (True, "reset")])
+def test_reused_session_the_server_ends_as_the_probe_arrives_is_retried_on_a_fresh_one(
+    forcibly: bool, end: str
+) -> None:
+    async def scenario() -> None:
+        ends = Ends()
+        pool = DsoSessionPool(ends)
+        server = await refserver.start(ServerBehaviour(close_idle_on_arrival=0.3,
+                                                       close_idle_forcibly=forcibly))  # fmt: skip
+        try:
+            first = await pool.run(target(server.port), spec(), None)
+            assert first.rcode == 0
+            await asyncio.sleep(0.5)
+            second = await pool.run(target(server.port), spec(), None)
+            assert server.stats.closes == ["idle_on_arrival"]
+            assert (second.event, second.rcode) == (WireEvent.REPLY, 0)
+            assert second.dso is not None
+            assert second.dso.session_established
+            retried = second.details["retried"]
+            assert isinstance(retried, dict)
+            assert retried["session_closed"] == end
+            assert server.stats.connections == 2
+            assert pool.session("t") is not None
+            assert ends.seen == [("t", end)]
+        finally:
+            await pool.close_all()
+            await server.close()
+
+    run(scenario)
+
+
+async def _delaying_server(delays: list[float]) -> asyncio.Server:
+    """Grants a 1 s inactivity timeout; answers the n-th Keepalive after delays[n]."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        answered = 0
+        try:
+            while True:
+                (length,) = struct.unpack("!H", await reader.readexactly(2))
+                msg = DsoMessage.from_wire(await reader.readexactly(length))
+                await asyncio.sleep(delays[min(answered, len(delays) - 1)])
+                answered += 1
+                writer.write(frame(msg.response(0, (Keepalive(1000, INFINITE_MS),)).to_wire()))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+def test_inactivity_close_waits_for_the_probe_in_flight() -> None:
+    async def scenario() -> None:
+        ends = Ends()
+        pool = DsoSessionPool(ends)
+        server = await _delaying_server([0.0, 0.6])
+        port = server.sockets[0].getsockname()[1]
+        try:
+            await pool.run(target(port), spec(), None)
+            await asyncio.sleep(0.7)
+            # Sent 0.3 s before the session expires, answered 0.3 s after: the
+            # client's own inactivity close must not cut it off (it waits, then closes).
+            second = await pool.run(target(port), spec(), None)
+            assert (second.event, second.rcode) == (WireEvent.REPLY, 0)
+            assert "retried" not in second.details
+            await _until(lambda: bool(ends.seen))
+            assert ends.seen == [("t", "inactivity")]
+        finally:
+            await pool.close_all()
+            server.close()
+
+    run(scenario)
+
+
+def test_keepalive_only_pool_expires_each_inactivity_timeout_without_a_failed_probe() -> None:
+    async def scenario() -> None:
+        ends = Ends()
+        pool = DsoSessionPool(ends)
+        server = await refserver.start(ServerBehaviour(inactivity_timeout_ms=400))
+        try:
+            outcomes = []
+            loop = asyncio.get_running_loop()
+            stop = loop.time() + 3.0
+            while loop.time() < stop:  # every 0.1 s: probes land on each expiry
+                outcomes.append(await pool.run(target(server.port), spec(), None))
+                await asyncio.sleep(0.1)
+            assert [o.rcode for o in outcomes] == [0] * len(outcomes)
+            assert all("retried" not in o.details for o in outcomes)
+            assert len(ends.seen) >= 4
+            assert set(ends.seen) == {("t", "inactivity")}
+        finally:
+            await pool.close_all()
+            await server.close()
+
+    run(scenario)
+
+
+async def _retry_delay_on_second_request_server(connections: list[int]) -> asyncio.Server:
+    """Answers the first Keepalive; to the next request it sends Retry Delay (60 s)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        seen = 0
+        try:
+            while True:
+                (length,) = struct.unpack("!H", await reader.readexactly(2))
+                msg = DsoMessage.from_wire(await reader.readexactly(length))
+                seen += 1
+                if seen == 1:
+                    reply = msg.response(0, (Keepalive(INFINITE_MS, INFINITE_MS),))
+                else:
+                    reply = DsoMessage(0, tlvs=(RetryDelay(60_000),))
+                writer.write(frame(reply.to_wire()))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+def test_retry_delay_under_a_pending_probe_holds_it_and_is_not_retried() -> None:
+    async def scenario() -> None:
+        connections: list[int] = []
+        pool = DsoSessionPool()
+        server = await _retry_delay_on_second_request_server(connections)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            await pool.run(target(port), spec(), None)
+            second = await pool.run(target(port), spec(), None)
+            assert second.dso is not None
+            assert second.dso.held_by_retry_delay
+            assert second.dso.retry_delay == 60.0
+            assert "retried" not in second.details
+            third = await pool.run(target(port), spec(), None)
+            assert third.event is WireEvent.NOT_SENT
+            assert third.dso is not None
+            assert third.dso.held_by_retry_delay
+            assert len(connections) == 1
+        finally:
+            await pool.close_all()
+            server.close()
 
     run(scenario)
