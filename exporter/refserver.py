@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import ssl
 import struct
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, cast
+from typing import Any, Literal, Protocol, cast
 
 import dns.edns
 import dns.exception
@@ -59,6 +60,7 @@ from exporter.dso import (
     Unsubscribe,
     frame,
 )
+from exporter.tlsrecords import RecordTls
 
 #: How the server answers one kind of classic operation.
 #: ``implement``: real behaviour; ``notimp``/``refused``/``formerr``: that rcode;
@@ -128,6 +130,12 @@ class ServerBehaviour:
     close_idle_on_arrival: float | None = None
     #: How that close ends the connection: TCP FIN, or RST when True.
     close_idle_forcibly: bool = False
+    #: How the TLS listener reads. ``stream``: any framing. ``dnssd_proxy``: like
+    #: Apple's dnssd-proxy, which reads a length prefix out of a TLS record and
+    #: leaves the rest of that record unread until the next record arrives, so a
+    #: message sent in one record with its length is answered only after the
+    #: client's next message (issue 10 item 11).
+    tls_reads: Literal["stream", "dnssd_proxy"] = "stream"
 
     def __post_init__(self) -> None:
         # RFC 8490 §6.5.2: a server MUST NOT grant an interval below ten seconds.
@@ -428,10 +436,28 @@ class _Subscription:
         return name == self.name and self.rtype in (_ANY, rtype)
 
 
+class _Writer(Protocol):
+    """What a connection writes with: an asyncio StreamWriter, or the TLS-record
+    writer of the dnssd-proxy mode (:mod:`exporter.tlsrecords`)."""
+
+    @property
+    def transport(self) -> asyncio.WriteTransport: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def is_closing(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
+
+
 class _Connection:
     """One TCP/TLS connection and its DSO session state."""
 
-    def __init__(self, server: RunningServer, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, server: RunningServer, writer: _Writer) -> None:
         self.server = server
         self.writer = writer
         self.behaviour = server.behaviour
@@ -657,6 +683,39 @@ class _Connection:
 # --- the server ---------------------------------------------------------------------
 
 
+async def _framed_messages(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    """Length-prefixed messages off a stream (RFC 1035 §4.2.2)."""
+    while True:
+        (length,) = struct.unpack("!H", await reader.readexactly(2))
+        yield await reader.readexactly(length)
+
+
+async def _dnssd_proxy_messages(tls: RecordTls) -> AsyncIterator[bytes]:
+    """Messages as Apple's dnssd-proxy reads them over TLS.
+
+    Each incoming TLS record is one "socket readable" event. On an event it
+    reads a length prefix and then waits for the next event; a message whose
+    length came on an earlier event is read at once, and then the next length.
+    What a record holds beyond a length stays buffered in TLS, unseen until the
+    next record: a message that shares a record with its length is answered only
+    after the client's next message. A length in a record of its own works.
+    """
+    buffered = b""
+    length: int | None = None
+    while True:
+        buffered += await tls.read_record()
+        while True:
+            if length is None:
+                if len(buffered) >= 2:
+                    (length,) = struct.unpack_from("!H", buffered)
+                    buffered = buffered[2:]
+                break  # back to the event loop after reading a length
+            if len(buffered) < length:
+                break
+            wire, buffered, length = buffered[:length], buffered[length:], None
+            yield wire
+
+
 class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, server: RunningServer) -> None:
         self.server = server
@@ -711,19 +770,32 @@ class RunningServer:
     async def _serve_stream(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        await self._serve(writer, _framed_messages(reader))
+
+    async def _serve_tls_by_record(self, context: ssl.SSLContext, reader: asyncio.StreamReader,
+                                   raw: asyncio.StreamWriter) -> None:  # fmt: skip
+        tls = RecordTls(context, reader, raw)
+        try:
+            async with asyncio.timeout(10.0):
+                await tls.handshake()
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, ssl.SSLError,
+                OSError):  # fmt: skip
+            raw.close()
+            return
+        await self._serve(tls.writer(), _dnssd_proxy_messages(tls))
+
+    async def _serve(self, writer: _Writer, messages: AsyncIterator[bytes]) -> None:
         self.stats.connections += 1
         conn = _Connection(self, writer)
         self.connections.add(conn)
         watchdog = asyncio.create_task(conn.watchdog())
         try:
-            while not conn.closed:
-                head = await reader.readexactly(2)
-                length = struct.unpack("!H", head)[0]
-                wire = await reader.readexactly(length)
+            async for wire in messages:
                 self.stats.tcp_messages += 1
                 conn.handle(wire)
-                if not conn.closed:
-                    await writer.drain()
+                if conn.closed:
+                    break
+                await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, OSError):
             pass
         finally:
@@ -756,7 +828,13 @@ class RunningServer:
             break
         else:  # pragma: no cover - twenty busy UDP ports in a row
             raise OSError("no port free for both TCP and UDP")
-        if ssl_context is not None:
+        if ssl_context is not None and self.behaviour.tls_reads == "dnssd_proxy":
+            tls = await asyncio.start_server(
+                functools.partial(self._serve_tls_by_record, ssl_context), self.host, 0
+            )
+            self.tls_port = tls.sockets[0].getsockname()[1]
+            self._servers.append(tls)
+        elif ssl_context is not None:
             tls = await asyncio.start_server(self._serve_stream, self.host, 0, ssl=ssl_context)
             self.tls_port = tls.sockets[0].getsockname()[1]
             self._servers.append(tls)

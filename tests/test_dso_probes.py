@@ -15,7 +15,7 @@ from typing import Any, TypeVar, cast
 
 import pytest
 
-from exporter import refserver
+from exporter import dso_client, refserver
 from exporter.cli import main
 from exporter.config import Config, DsoSettings, ProbeSpec, Target, TlsSettings, Transport
 from exporter.dso import DsoMessage, Keepalive, Push, PushRecord, frame
@@ -338,6 +338,75 @@ def test_padding_over_tls_establishes_a_session(
     assert data["cause"] == "none"
     data = cli_json(capsys, server.tls_port, "dso_padding", "--transport", "tls")
     assert data["cause"] == "tls_error"  # self-signed, verification on by default
+
+
+def _server_context(tls_files: tuple[Path, Path]) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*tls_files)
+    return context
+
+
+async def _answers_within(port: int, writes: list[bytes], seconds: float) -> int:
+    """How many DSO responses a TLS client gets within ``seconds`` after making one
+    ``write`` (one TLS record) per item of ``writes``."""
+    client = ssl.create_default_context()
+    client.check_hostname, client.verify_mode = False, ssl.CERT_NONE
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+    answers = 0
+    try:
+        for data in writes:
+            writer.write(data)
+        await writer.drain()
+        async with asyncio.timeout(seconds):
+            while True:
+                (length,) = struct.unpack("!H", await reader.readexactly(2))
+                await reader.readexactly(length)
+                answers += 1
+    except TimeoutError:
+        pass
+    finally:
+        writer.close()
+    return answers
+
+
+def test_dnssd_proxy_mode_answers_a_message_sharing_a_record_with_its_length_only_later(
+    serve: Callable[..., refserver.RunningServer], loop_thread: LoopThread,
+    tls_files: tuple[Path, Path],
+) -> None:  # fmt: skip
+    server = serve(ServerBehaviour(tls_reads="dnssd_proxy"), _server_context(tls_files))
+    assert server.tls_port is not None
+    first, second = (DsoMessage(i, tlvs=keepalive_tlvs(dso_spec())).to_wire() for i in (1, 2))
+    one_record = [frame(first)]
+    assert loop_thread.call(_answers_within(server.tls_port, one_record, 0.5)) == 0
+    # The second message brings the first one's answer (and is itself held back).
+    two_records = [frame(first), frame(second)]
+    assert loop_thread.call(_answers_within(server.tls_port, two_records, 0.5)) == 1
+    split = [frame(first)[:2], first]
+    assert loop_thread.call(_answers_within(server.tls_port, split, 2.0)) == 1
+
+
+@pytest.mark.parametrize("kind", [ProbeKind.DSO_KEEPALIVE, ProbeKind.DSO_PUSH_SUBSCRIBE])
+@pytest.mark.parametrize("persistent", [False, True])
+def test_dso_over_tls_gets_the_answer_of_a_server_reading_per_tls_record(
+    serve: Callable[..., refserver.RunningServer], tls_files: tuple[Path, Path],
+    kind: ProbeKind, persistent: bool,
+) -> None:  # fmt: skip
+    server = serve(ServerBehaviour(tls_reads="dnssd_proxy"), _server_context(tls_files))
+    assert server.tls_port is not None
+    tls = TlsSettings(ca_file=str(tls_files[0]), server_name="localhost")
+    spec = dso_spec(kind, transport=Transport.TLS, persistent=persistent,
+                    push_name="www.demo.example.", push_type=1)  # fmt: skip
+
+    async def twice() -> list[ProbeResult]:
+        tgt = target(server.tls_port or 0, spec, tls)
+        try:
+            return [await run_probe(tgt, spec, TlsContexts()) for _ in range(2)]
+        finally:
+            await dso_client.close_all()
+
+    for result in asyncio.run(twice()):
+        assert (result.cause.value, result.outcome.rcode) == ("none", 0), result.outcome.error
+        assert result.outcome.transport == "tls"
 
 
 # --- a hostile listener ------------------------------------------------------------------
