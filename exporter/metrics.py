@@ -206,6 +206,8 @@ class PairState:
     checks: tuple[str, ...] = ()
     violation: dict[str, int] = field(default_factory=dict)
     violations_total: dict[str, int] = field(default_factory=dict)
+    #: How many checks the latest reply violated (0: every gauge is at 0).
+    violating: int = 0
 
     def seed(self, with_histogram: bool) -> None:
         spec = self.spec
@@ -362,13 +364,16 @@ class MetricsState:
         if state.duration is not None:
             state.duration.observe(result.duration)
         state.last_result = result
-        if state.checks:
-            found = result.outcome.violations
-            for check in state.checks:
-                violated = check in found
-                state.violation[check] = int(violated)
-                if violated:
+        found = result.outcome.violations
+        # Most replies violate nothing, like the one before: then nothing changes.
+        if found or state.violating:
+            for check in state.violation:
+                state.violation[check] = 0
+            for check in found:
+                if check in state.violation:
+                    state.violation[check] = 1
                     state.violations_total[check] += 1
+            state.violating = len(found)
         if dso is not None:
             state.push_notifications += dso.push_notifications
             self._record_dso(target, dso)
