@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import dns.edns
@@ -16,7 +18,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter import conformance as cf
+from exporter.config import EdnsSettings, ProbeSpec, Target
 from exporter.conformance import Expectation, Role, judge
+from exporter.kinds import ProbeKind
+from exporter.probes import run_probe
 
 ZONE = "gap.test."
 AUTH = Expectation(role=Role.AUTHORITATIVE)
@@ -401,3 +406,82 @@ def test_every_applicable_check_has_both_series_from_start_up() -> None:
     quiet = MetricsState()
     quiet.sync(off, [(t, s) for t in off.targets for s in t.probes])
     assert "dnsgap_conformance_violation{" not in quiet.render()
+
+
+# -- through real sockets: the UDP reply is judged even when TCP gave the answer ----------
+
+
+class _SplitServer:
+    """UDP answers with whatever ``udp_reply`` builds (TC, no OPT ...); TCP answers
+    like a conformant server. One free port of 127.0.0.1 for both."""
+
+    def __init__(self, udp_reply: Callable[[dns.message.Message], dns.message.Message]) -> None:
+        self.udp_reply = udp_reply
+        self.port = 0
+
+    async def __aenter__(self) -> _SplitServer:
+        loop = asyncio.get_running_loop()
+        self.tcp = await asyncio.start_server(self._tcp, "127.0.0.1", 0)
+        self.port = self.tcp.sockets[0].getsockname()[1]
+        server = self
+
+        class Udp(asyncio.DatagramProtocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                self.transport = transport
+
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                reply = server.udp_reply(dns.message.from_wire(data))
+                self.transport.sendto(reply.to_wire(max_size=65535), addr)  # type: ignore[attr-defined]
+
+        self.udp, _ = await loop.create_datagram_endpoint(Udp, local_addr=("127.0.0.1", self.port))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.udp.close()
+        self.tcp.close()
+        await self.tcp.wait_closed()
+
+    async def _tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        length = struct.unpack("!H", await reader.readexactly(2))[0]
+        request = dns.message.from_wire(await reader.readexactly(length))
+        wire = answer(request).to_wire()
+        writer.write(struct.pack("!H", len(wire)) + wire)
+        await writer.drain()
+        writer.close()
+
+
+def _dnskey_probe(port: int) -> tuple[Target, ProbeSpec]:
+    spec = ProbeSpec(name="nameserver13", kind=ProbeKind.QUERY, qname=ZONE, qtype=48,
+                     timeout=2.0, edns=EdnsSettings(payload=512, dnssec_ok=True),
+                     expect=frozenset({"NOERROR"}))  # fmt: skip
+    return Target("t", "127.0.0.1", port, (spec,), zone=ZONE, role="authoritative"), spec
+
+
+def test_truncated_udp_reply_without_opt_is_judged_after_the_tcp_retry() -> None:
+    def truncated(request: dns.message.Message) -> dns.message.Message:
+        return answer(request, edns=None, soa=False, flags=dns.flags.AA | dns.flags.TC)
+
+    async def scenario() -> tuple[str, tuple[str, ...]]:
+        async with _SplitServer(truncated) as server:
+            target, spec = _dnskey_probe(server.port)
+            result = await run_probe(target, spec)
+            return result.outcome.transport, result.outcome.violations
+
+    transport, found = asyncio.run(scenario())
+    # The TCP answer is fine (it carries OPT): only the UDP reply broke RFC 6891 §7.
+    assert (transport, found) == ("tcp", ("missing-opt-in-truncated",))
+
+
+def test_udp_reply_bigger_than_the_advertised_buffer_is_toobig() -> None:
+    def big(request: dns.message.Message) -> dns.message.Message:
+        reply = answer(request)
+        for n in range(4):
+            reply.answer.append(dns.rrset.from_text(ZONE, 300, "IN", "TXT", f'"{n}{"x" * 200}"'))
+        return reply
+
+    async def scenario() -> tuple[str, ...]:
+        async with _SplitServer(big) as server:
+            target, spec = _dnskey_probe(server.port)
+            return (await run_probe(target, spec)).outcome.violations
+
+    assert asyncio.run(scenario()) == ("toobig",)
