@@ -861,6 +861,13 @@ class DsoSessionPool:
                 await pooled.maintainer
         await pooled.conn.close(reason)
 
+    async def close(self, target_name: str, reason: str = "target_removed") -> None:
+        """Close a target's session and forget it (a reload removed the target)."""
+        await self._drop(target_name, reason)
+        self._retry_until.pop(target_name, None)
+        self._retry_facts.pop(target_name, None)
+        self._locks.pop(target_name, None)
+
     async def close_all(self, reason: str = "shutdown") -> None:
         """Close every session (at shutdown, or when a test ends)."""
         for name in list(self._sessions):

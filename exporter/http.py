@@ -173,9 +173,9 @@ async def ready_handler(request: web.Request) -> web.Response:
 
 
 async def reload_handler(request: web.Request) -> web.Response:
-    result = request.app[EXPORTER_KEY].reload()
+    result = await request.app[EXPORTER_KEY].reload()
     if result.ok:
-        return web.Response(text="Reloaded\n")
+        return web.Response(text=result.message.capitalize() + "\n")
     return web.Response(status=500, text=f"reload failed, last good config kept: "
                         f"{result.message}\n")  # fmt: skip
 

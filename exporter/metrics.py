@@ -77,6 +77,9 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("dnsgap_config_last_reload_success_timestamp_seconds", "gauge",
      "Unix time of the latest successful config load."),
     ("dnsgap_config_reloads_total", "counter", "Config (re)loads, by result."),
+    ("dnsgap_config_restart_required", "gauge",
+     "1 while the loaded config changes settings that apply only at a restart "
+     "(http.listen, the web config)."),
     ("dnsgap_scheduler_lateness_seconds", "histogram",
      "How late scheduled probes started relative to their due time."),
     ("dnsgap_probes_in_flight", "gauge", "Probes currently running."),
@@ -259,6 +262,7 @@ class MetricsState:
         self.reload_success = 0
         self.reload_timestamp = 0.0
         self.reloads: dict[str, int] = {"success": 0, "failure": 0}
+        self.restart_required = 0
         self.lateness = Histogram(LATENESS_BUCKETS)
         self.in_flight = 0
         #: Skip reasons exist at 0 from start-up (exporter/scheduler.py).
@@ -277,31 +281,48 @@ class MetricsState:
     def sync(self, config: Config, pairs: Iterable[tuple[Target, ProbeSpec]]) -> None:
         """Adopt a config: keep the state of unchanged pairs, add new ones, and drop the
         series of pairs that are gone (no stale series)."""
+        self.configure(config)
+        plans = [plan_pair(target, spec, self.conformance) for target, spec in pairs]
+        wanted = {plan.key for plan in plans}
+        self.remove_pairs([key for key in self.pairs if key not in wanted])
+        self.install_pairs(plans)
+        self.set_dso_targets({plan.key[0] for plan in plans if plan.spec.kind.is_dso})
+        self.sync_zones(config)
+
+    # A reload applies the same steps in bounded batches (exporter.runtime), with the
+    # plans made off the event loop.
+
+    def configure(self, config: Config) -> None:
         self.duration_histogram = config.scheduler.duration_histogram
         self.conformance = config.scheduler.conformance_series
-        wanted: dict[tuple[str, str], tuple[Target, ProbeSpec]] = {
-            (target.name, spec.name): (target, spec) for target, spec in pairs
-        }
-        for key in [key for key in self.pairs if key not in wanted]:
-            del self.pairs[key]
-        targets_with_dso = set()
-        for key, (target, spec) in wanted.items():
-            info = render_labels(probe_info_labels(target, spec))
-            state = self.pairs.get(key)
-            if state is None or state.kind is not spec.kind or state.info != info:
-                state = PairState(target.name, spec.name, spec.kind, spec,
-                                  render_labels((("target", target.name),
-                                                 ("probe", spec.name))), info)  # fmt: skip
-                self.pairs[key] = state
-            state.spec = spec
-            state.checks = applicable_checks(target, spec) if self.conformance else ()
+
+    def remove_pairs(self, keys: Iterable[tuple[str, str]]) -> None:
+        for key in keys:
+            self.pairs.pop(key, None)
+
+    def install_pairs(self, plans: Iterable[PairPlan]) -> None:
+        """Add or update pairs; a pair whose kind and info labels are unchanged keeps
+        its counters."""
+        for plan in plans:
+            state = self.pairs.get(plan.key)
+            if state is None or state.kind is not plan.spec.kind or state.info != plan.info:
+                state = PairState(plan.key[0], plan.key[1], plan.spec.kind, plan.spec,
+                                  plan.labels, plan.info)  # fmt: skip
+                self.pairs[plan.key] = state
+            state.spec = plan.spec
+            state.checks = plan.checks
             state.seed(self.duration_histogram)
-            if spec.kind.is_dso:
-                targets_with_dso.add(target.name)
-        for name in [name for name in self.dso if name not in targets_with_dso]:
+
+    def set_dso_targets(self, names: set[str] | frozenset[str]) -> list[str]:
+        """The targets with DSO probes; returns those dropped (their series go)."""
+        dropped = [name for name in self.dso if name not in names]
+        for name in dropped:
             del self.dso[name]
-        for name in targets_with_dso:
+        for name in names:
             self.dso.setdefault(name, DsoTargetState())
+        return dropped
+
+    def sync_zones(self, config: Config) -> None:
         zones = {zone.zone.rstrip(".") or "." for zone in config.zones}
         for name in [name for name in self.zones if name not in zones]:
             del self.zones[name]
@@ -399,7 +420,9 @@ class MetricsState:
             self.record_session_closed(target, dso.closed_reason)
 
     def record_session_closed(self, target: str, reason: str) -> None:
-        state = self.dso.setdefault(target, DsoTargetState())
+        state = self.dso.get(target)
+        if state is None:
+            return  # a target removed by a reload: its series must not come back
         state.closed[reason] = state.closed.get(reason, 0) + 1
 
     # -- exposition ------------------------------------------------------------------
@@ -526,6 +549,8 @@ class MetricsState:
             yield f"{name} {self.reload_success}\n"
         elif name == "dnsgap_config_last_reload_success_timestamp_seconds":
             yield f"{name} {self.reload_timestamp:.3f}\n"
+        elif name == "dnsgap_config_restart_required":
+            yield f"{name} {self.restart_required}\n"
         elif name == "dnsgap_config_reloads_total":
             for result, count in self.reloads.items():
                 yield f'{name}{{result="{result}"}} {count}\n'
@@ -562,6 +587,25 @@ class MetricsState:
                 values = z.serials if name == "dnsgap_zone_soa_serial" else z.behind
                 for target, value in sorted(values.items()):
                     yield f'{name}{{{labels},target="{escape_label_value(target)}"}} {value}\n'
+
+
+@dataclass(frozen=True, slots=True)
+class PairPlan:
+    """What one (target, probe) pair exports, worked out without touching the state:
+    pure, so a reload makes these in a worker thread."""
+
+    key: tuple[str, str]
+    spec: ProbeSpec
+    labels: str  # pre-rendered 'target="..",probe=".."'
+    info: str  # pre-rendered probe_info labels
+    checks: tuple[str, ...]
+
+
+def plan_pair(target: Target, spec: ProbeSpec, conformance: bool = True) -> PairPlan:
+    return PairPlan((target.name, spec.name), spec,
+                    render_labels((("target", target.name), ("probe", spec.name))),
+                    render_labels(probe_info_labels(target, spec)),
+                    applicable_checks(target, spec) if conformance else ())  # fmt: skip
 
 
 def applicable_checks(target: Target, spec: ProbeSpec) -> tuple[str, ...]:

@@ -3,21 +3,30 @@ and the reload that swaps configs without losing the last good one."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
-from exporter import config as config_module
 from exporter import dso_client
-from exporter.config import Config, ConfigError, ProbeSpec, Target
-from exporter.kinds import ProbeKind
+from exporter.config import Config, ConfigError, ProbeSpec, Target, load_config
 from exporter.metrics import MetricsState
 from exporter.probes import ProbeResult, TlsContexts, run_probe
+from exporter.reload import Listener, PairKey, ReloadPlan, plan_reload, scheduled_pairs
 from exporter.scheduler import ProbeScheduler
 from exporter.sharding import Shard
 from exporter.zones import ZoneWatcher
 
+__all__ = ["Exporter", "ReloadResult", "scheduled_pairs"]
+
 log = logging.getLogger(__name__)
+
+#: Pairs a reload adds, changes or removes per turn of the event loop: a few
+#: milliseconds of work, so probes and scrapes due meanwhile run on time.
+RELOAD_STEP = 500
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,18 +35,8 @@ class ReloadResult:
     message: str
 
 
-def scheduled_pairs(config: Config, shard: Shard) -> Iterator[tuple[Target, ProbeSpec]]:
-    """The (target, probe) pairs this replica runs on its schedule.
-
-    NOTIFY probes run only with their explicit opt-in: a NOTIFY makes a secondary
-    refresh (RFC 1996), a side effect nobody should get by accident.
-    """
-    for target in config.targets:
-        for spec in target.probes:
-            if spec.kind is ProbeKind.NOTIFY and not spec.allow_notify:
-                continue
-            if shard.owns(target.name, spec.name):
-                yield target, spec
+def _steps(items: Sequence[_T], size: int = RELOAD_STEP) -> list[Sequence[_T]]:
+    return [items[start:start + size] for start in range(0, len(items), size)]
 
 
 class Exporter:
@@ -54,6 +53,11 @@ class Exporter:
         #: The config as loaded; ``self.config`` adds the discovered zone servers.
         self.loaded = config
         self.zones = ZoneWatcher(self.state, self._zones_changed, shard)
+        #: What the HTTP server runs with (set by exporter.serve): a reload that
+        #: changes it is reported as needing a restart.
+        self.listener: Listener | None = None
+        self._applied: dict[PairKey, tuple[Target, ProbeSpec]] = {}
+        self._reload_lock = asyncio.Lock()
         # Persistent DSO sessions end on their own schedule (server close, Retry Delay,
         # inactivity): count each end where every other DSO fact lands.
         dso_client.default_pool.on_session_closed = self.state.record_session_closed
@@ -61,14 +65,20 @@ class Exporter:
         self.state.record_reload(True)
 
     def _adopt(self, config: Config) -> None:
+        """Start-up (and a zone's servers changing): the whole config at once."""
         self.loaded = config
         self.zones.apply(config.zones)
-        if config.zones:
-            config = replace(config, targets=config.targets + self.zones.targets())
+        config = self._with_zone_servers(config)
         pairs = list(scheduled_pairs(config, self.shard))
         self.state.sync(config, pairs)
         self.scheduler.apply(pairs, config.scheduler)
+        self._applied = {(target.name, spec.name): (target, spec) for target, spec in pairs}
         self.config = config
+
+    def _with_zone_servers(self, config: Config) -> Config:
+        if not config.zones:
+            return config
+        return replace(config, targets=config.targets + self.zones.targets())
 
     def _zones_changed(self) -> None:
         """A zone's name servers changed: their targets come and go like a reload's."""
@@ -88,20 +98,60 @@ class Exporter:
         await self.scheduler.stop()
         await dso_client.close_all()
 
-    def reload(self) -> ReloadResult:
-        """Load the config file again; on any error keep running the last good config."""
+    async def reload(self) -> ReloadResult:
+        """Load the config file again; on any error keep running the last good config.
+
+        The file is read, validated and compared with the running pairs in a worker
+        thread; the loop then applies only the difference, RELOAD_STEP pairs at a
+        time. Reloads queue behind each other."""
         if self.config_path is None:
             return ReloadResult(False, "no config file to reload (built-in config)")
-        try:
-            new = config_module.load_config(self.config_path)
-        except (ConfigError, OSError) as exc:
-            self.state.record_reload(False)
-            self.last_reload_error = str(exc)
-            log.error("config reload failed, keeping the last good config: %s", exc)
-            return ReloadResult(False, str(exc))
-        self._adopt(new)
+        async with self._reload_lock:
+            try:
+                loaded = await asyncio.to_thread(load_config, self.config_path)
+            except (ConfigError, OSError) as exc:
+                self.state.record_reload(False)
+                self.last_reload_error = str(exc)
+                log.error("config reload failed, keeping the last good config: %s", exc)
+                return ReloadResult(False, str(exc))
+            # Zone targets' servers are discovered on the loop: add them before the
+            # comparison, which goes back to the thread.
+            self.zones.apply(loaded.zones)
+            plan = await asyncio.to_thread(plan_reload, self._with_zone_servers(loaded),
+                                           self.config, self._applied, self.shard,
+                                           self.listener)  # fmt: skip
+            await self._apply(plan)
+            self.loaded = loaded
         self.state.record_reload(True)
         self.last_reload_error = None
-        log.info("config reloaded from %s: %d targets, %d scheduled pairs", self.config_path,
-                 len(new.targets), self.scheduler.pair_count)  # fmt: skip
+        self.state.restart_required = int(bool(plan.restart))
+        for reason in plan.restart:
+            log.warning("config reload: %s; restart dnsgap to apply it (the rest of the "
+                        "config is applied)", reason)  # fmt: skip
+        log.info("config reloaded from %s: %d targets, %d scheduled pairs (%d added or "
+                 "changed, %d removed)", self.config_path, len(plan.config.targets),
+                 self.scheduler.pair_count, len(plan.changed), len(plan.removed))  # fmt: skip
+        if plan.restart:
+            return ReloadResult(True, "reloaded; restart required for: " + "; ".join(plan.restart))
         return ReloadResult(True, "reloaded")
+
+    async def _apply(self, plan: ReloadPlan) -> None:
+        self.state.configure(plan.config)
+        self.scheduler.configure(plan.config.scheduler)
+        self.scheduler.reshape(*plan.budgets)
+        for removed in _steps(plan.removed):
+            self.state.remove_pairs(removed)
+            self.scheduler.remove(removed)
+            await asyncio.sleep(0)
+        for changed in _steps(plan.changed):
+            self.state.install_pairs(pair_plan for _, _, pair_plan in changed)
+            self.scheduler.upsert((target, spec) for target, spec, _ in changed)
+            await asyncio.sleep(0)
+        dropped = self.state.set_dso_targets(plan.dso_targets)
+        self.state.sync_zones(plan.config)
+        self.config = plan.config
+        self._applied = dict(plan.pairs)
+        # Their series are gone already; close their sessions (and keepalives) too,
+        # or a session ending later would bring a removed target back.
+        for name in dropped:
+            await dso_client.default_pool.close(name, "target_removed")

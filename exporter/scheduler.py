@@ -130,18 +130,37 @@ class ProbeScheduler:
               settings: SchedulerSettings | None = None) -> None:  # fmt: skip
         """Adopt a new pair set. Unchanged pairs keep their grid; new ones get a phase."""
         if settings is not None:
-            self.settings = settings
+            self.configure(settings)
         pairs = list(pairs)
-        pending, streams = budgets(pairs, self.settings, capacity.descriptors_for_probes())
+        self.reshape(*budgets(pairs, self.settings, capacity.descriptors_for_probes()))
+        wanted = {(target.name, spec.name) for target, spec in pairs}
+        self.remove([key for key in self._pairs if key not in wanted])
+        self.upsert(pairs)
+
+    # configure/reshape/remove/upsert are the steps of apply; a reload computes the
+    # budgets off the loop and runs the rest in bounded batches (exporter.runtime)
+    # so that 60,000 pairs never stall the loop.
+
+    def configure(self, settings: SchedulerSettings) -> None:
+        self.settings = settings
+
+    def reshape(self, pending: capacity.Shares, streams: capacity.Shares) -> None:
         self._pending.reshape(pending)
         self._streams.reshape(streams)
+
+    def remove(self, keys: Iterable[PairKey]) -> None:
+        """Forget pairs; their heap entries are dropped when popped."""
+        for key in keys:
+            self._pairs.pop(key, None)
+
+    def upsert(self, pairs: Iterable[tuple[Target, ProbeSpec]]) -> None:
+        """Add or replace pairs. A pair whose interval is unchanged keeps its grid; a
+        running one stays marked running (no overlap with its own run)."""
         now = time.time()
         self._generation += 1
-        old = self._pairs
-        self._pairs = {}
         for target, spec in pairs:
             key = (target.name, spec.name)
-            previous = old.get(key)
+            previous = self._pairs.get(key)
             if previous is not None and previous.spec.interval == spec.interval:
                 due, running = previous.due, previous.running
             else:
@@ -151,7 +170,13 @@ class ProbeScheduler:
                     running = previous.running
             pair = _Pair(target, spec, due, self._generation, running, uses_descriptor(spec))
             self._pairs[key] = pair
-            self._push(key, pair)
+            if self._loop is not None and due < self._horizon:
+                # The slot that hands out this due time has passed: the heap would
+                # hold the pair until the next slot, up to a second late.
+                self._loop.call_at(self._loop.time() + max(0.0, due - now), self._launch,
+                                   key, due, pair.generation)  # fmt: skip
+            else:
+                self._push(key, pair)
 
     def _push(self, key: PairKey, pair: _Pair) -> None:
         self._seq += 1

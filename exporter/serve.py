@@ -16,6 +16,7 @@ from aiohttp import web
 from exporter.capacity import raise_descriptor_limit
 from exporter.config import Config
 from exporter.http import build_app, split_host_port
+from exporter.reload import Listener
 from exporter.runtime import Exporter
 from exporter.sharding import Shard
 from exporter.webconfig import load_web_config
@@ -29,6 +30,8 @@ async def serve(config: Config, config_path: str | None, listen: str, shard: Sha
     soft, hard = raise_descriptor_limit()
     log.debug("file descriptor limit: soft %d, hard %d", soft, hard)
     exporter = Exporter(config, config_path, shard)
+    # A reload that changes what the listener was started with needs a restart.
+    exporter.listener = Listener.of(config, listen_from_config=listen == config.http.listen)
     web_config = load_web_config(config.http.web_config_file)
     app = build_app(exporter, web_config.middlewares)
     runner = web.AppRunner(app, access_log=None)
@@ -47,7 +50,15 @@ async def serve(config: Config, config_path: str | None, listen: str, shard: Sha
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: _reload_on_signal(exporter))
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_sighup() -> None:
+        # The reload awaits a worker thread: run it as a task (kept referenced).
+        task = loop.create_task(_reload_on_signal(exporter))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
     try:
         await stop.wait()
     finally:
@@ -56,6 +67,6 @@ async def serve(config: Config, config_path: str | None, listen: str, shard: Sha
         await runner.cleanup()
 
 
-def _reload_on_signal(exporter: Exporter) -> None:
-    result = exporter.reload()
+async def _reload_on_signal(exporter: Exporter) -> None:
+    result = await exporter.reload()
     log.info("SIGHUP reload: %s", result.message)

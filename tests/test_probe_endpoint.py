@@ -372,7 +372,7 @@ def test_failed_reload_keeps_the_old_config_running_and_says_so(tmp_path: Path) 
             await asyncio.sleep(1.2)
             path = Path(s.exporter.config_path or "")
             path.write_text("targets: [{name: broken, server: 127.0.0.1, probes: [nope]}]\n")
-            result = s.exporter.reload()
+            result = await s.exporter.reload()
             assert not result.ok
             assert str(path) in result.message
             status, _ = await s.get("/-/reload")

@@ -196,10 +196,10 @@ def test_secrets_never_appear_in_metrics_status_page_probe_or_logs(
             good = config.read_text()
             config.write_text(good.replace("tsig_key: xfr-key, interval",
                                            "tsig_key: nokey, interval", 1))  # fmt: skip
-            assert not s.exporter.reload().ok
+            assert not (await s.exporter.reload()).ok
             texts.append((await s.get("/", GOOD))[1])
             config.write_text(good)
-            assert s.exporter.reload().ok
+            assert (await s.exporter.reload()).ok
             texts += [repr(s.exporter.config), str(s.exporter.config)]
             return texts, s.secrets
 
