@@ -20,10 +20,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import dnsserver, limits, outage, peers, scheduled, scrape
+from bench import dnsserver, limits, outage, peers, reload, scheduled, scrape
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SECTIONS = ("peers", "scheduled", "outage", "scrape", "limits")
+SECTIONS = ("peers", "scheduled", "outage", "scrape", "limits", "reload")
 
 
 @dataclass(frozen=True)
@@ -258,10 +258,13 @@ def main(argv: list[str] | None = None) -> int:
                        if "scrape" in sections else [])  # fmt: skip
             limit = (limits.run(workdir, server, plan.limit_queries, plan.concurrency,
                                 plan.repeats) if "limits" in sections else [])  # fmt: skip
+            reloaded = reload.run(workdir, server, args.mode) if "reload" in sections else None
         finally:
             server.stop()
     table = render(args.mode, plan, server.name, started, peer=peer, fleets=fleets,
                    scrapes=scrapes, limit=limit, outages=outages)
+    if reloaded is not None:
+        table += "\n" + reload.render(reloaded)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(table)
     print(table)
