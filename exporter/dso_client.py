@@ -864,8 +864,8 @@ class DsoSessionPool:
     async def close(self, target_name: str, reason: str = "target_removed") -> None:
         """Close a target's session and forget it (a reload removed the target)."""
         await self._drop(target_name, reason)
-        self._retry_until.pop(target_name, None)
-        self._retry_facts.pop(target_name, None)
+        # Its Retry Delay hold stays: a target added back must still wait it out
+        # (RFC 8490 §6.6.1).
         self._locks.pop(target_name, None)
 
     async def close_all(self, reason: str = "shutdown") -> None:
