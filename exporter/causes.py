@@ -57,6 +57,13 @@ class Cause(enum.StrEnum):
     MISMATCHED_REPLY = "mismatched_reply"
     MALFORMED = "malformed"
     TLS_ERROR = "tls_error"
+    TLS_CERTIFICATE_INVALID = "tls_certificate_invalid"
+    ALPN_NOT_OFFERED = "alpn_not_offered"
+    HTTP_STATUS = "http_status"
+    WRONG_CONTENT_TYPE = "wrong_content_type"
+    QUIC_HANDSHAKE_TIMEOUT = "quic_handshake_timeout"
+    QUIC_VERSION_MISMATCH = "quic_version_mismatch"
+    STREAM_RESET = "stream_reset"
     NETWORK_ERROR = "network_error"
     DSO_NOT_IMPLEMENTED = "dso_not_implemented"
     DSO_TYPE_NOT_IMPLEMENTED = "dso_type_not_implemented"
@@ -110,7 +117,45 @@ REMEDIATION: Mapping[Cause, str] = {
         "answered something else (some answer UPDATE or unknown opcodes as QUERY)."
     ),
     Cause.MALFORMED: "The server sent bytes that are not a valid DNS/DSO message.",
-    Cause.TLS_ERROR: "The TLS handshake or certificate verification failed.",
+    Cause.TLS_ERROR: (
+        "The TLS handshake failed before any certificate was judged: the port does "
+        "not speak TLS (plain DNS on it?), or client and server share no TLS version "
+        "or cipher. Check the port and the server's TLS settings; the error says which."
+    ),
+    Cause.TLS_CERTIFICATE_INVALID: (
+        "The server's certificate did not verify: expired, issued by a CA we do not "
+        "trust, or not for this name. Renew or fix the certificate, or set `tls: "
+        "{ca_file, server_name}` to the CA and name the server really uses."
+    ),
+    Cause.ALPN_NOT_OFFERED: (
+        "The TLS handshake did not select the protocol we asked for by ALPN: `h2` for "
+        "DoH (RFC 8484 §5.2 recommends HTTP/2), `doq` for DoQ (RFC 9250 §4.1). The port "
+        "serves something else (DoT, HTTP/1.1 only, HTTP/3): enable HTTP/2 / DoQ on it "
+        "or point the probe at the right port."
+    ),
+    Cause.HTTP_STATUS: (
+        "The DoH server answered with an HTTP status other than 200 (`details.http_status`): "
+        "404 usually means a wrong `path` (default /dns-query), 415 a media type it does "
+        "not take, 400 a request it could not read, 5xx a failing backend."
+    ),
+    Cause.WRONG_CONTENT_TYPE: (
+        "The DoH reply was not `application/dns-message` (RFC 8484 §6), often an HTML "
+        "page from a web server or proxy in front of the resolver: check the path and "
+        "what serves it."
+    ),
+    Cause.QUIC_HANDSHAKE_TIMEOUT: (
+        "No QUIC handshake completed before the deadline: nothing speaks QUIC on that "
+        "UDP port (DoQ's default is 853/udp, RFC 9250 §4.1.1), or a firewall drops UDP."
+    ),
+    Cause.QUIC_VERSION_MISMATCH: (
+        "The server offered only QUIC versions we do not speak (Version Negotiation, "
+        "RFC 9000 §6): it runs a draft or future QUIC; upgrade the server."
+    ),
+    Cause.STREAM_RESET: (
+        "The server reset the stream of our query (HTTP/2 RST_STREAM, QUIC RESET_STREAM "
+        "or STOP_SENDING; code in `details.stream_error`): it refused or gave up on the "
+        "query, often from load or a limit on streams. See the server's logs."
+    ),
     Cause.NETWORK_ERROR: "A network error prevented the exchange (unreachable, bad address).",
     Cause.DSO_NOT_IMPLEMENTED: (
         "The server does not implement DNS Stateful Operations at all (NOTIMP to a DSO "
@@ -143,6 +188,13 @@ _EVENT_CAUSES: Mapping[WireEvent, Cause] = {
     WireEvent.MISMATCHED: Cause.MISMATCHED_REPLY,
     WireEvent.MALFORMED: Cause.MALFORMED,
     WireEvent.TLS_ERROR: Cause.TLS_ERROR,
+    WireEvent.CERT_INVALID: Cause.TLS_CERTIFICATE_INVALID,
+    WireEvent.ALPN_MISMATCH: Cause.ALPN_NOT_OFFERED,
+    WireEvent.HTTP_STATUS: Cause.HTTP_STATUS,
+    WireEvent.CONTENT_TYPE: Cause.WRONG_CONTENT_TYPE,
+    WireEvent.QUIC_HANDSHAKE_TIMEOUT: Cause.QUIC_HANDSHAKE_TIMEOUT,
+    WireEvent.QUIC_VERSION_MISMATCH: Cause.QUIC_VERSION_MISMATCH,
+    WireEvent.STREAM_RESET: Cause.STREAM_RESET,
     WireEvent.NETWORK_ERROR: Cause.NETWORK_ERROR,
     WireEvent.NOT_SENT: Cause.NOT_SENT,
 }

@@ -29,8 +29,24 @@ class WireEvent(enum.StrEnum):
     MISMATCHED = "mismatched"
     #: Bytes came back that are not a DNS message we can parse.
     MALFORMED = "malformed"
-    #: The TLS handshake or certificate verification failed.
+    #: The TLS (or QUIC crypto) handshake failed, for a reason other than the certificate.
     TLS_ERROR = "tls_error"
+    #: The server's certificate did not verify (unknown CA, expired, wrong name).
+    CERT_INVALID = "cert_invalid"
+    #: The handshake did not select the protocol we offered by ALPN (h2 for DoH,
+    #: doq for DoQ: RFC 8484 §5.2, RFC 9250 §4.1).
+    ALPN_MISMATCH = "alpn_mismatch"
+    #: A DoH server answered with an HTTP status other than 200 (RFC 8484 §4.2.1).
+    HTTP_STATUS = "http_status"
+    #: A DoH reply whose Content-Type is not application/dns-message (RFC 8484 §6).
+    CONTENT_TYPE = "content_type"
+    #: No QUIC handshake completed before the deadline (RFC 9000 §7).
+    QUIC_HANDSHAKE_TIMEOUT = "quic_handshake_timeout"
+    #: The server offered only QUIC versions we do not speak (RFC 9000 §6).
+    QUIC_VERSION_MISMATCH = "quic_version_mismatch"
+    #: The server reset the HTTP/2 or QUIC stream of our query (RST_STREAM,
+    #: RESET_STREAM or STOP_SENDING).
+    STREAM_RESET = "stream_reset"
     #: Any other socket-level failure (unreachable network, bad address).
     NETWORK_ERROR = "network_error"
     #: The request was not sent because it is not valid for the transport
@@ -74,7 +90,7 @@ class Outcome:
     event: WireEvent
     rcode: int | None = None
     error: str | None = None
-    #: The transport that carried the final exchange ("udp", "tcp", "tls").
+    #: The transport that carried the final exchange ("udp", "tcp", "tls", "doh", "doq").
     transport: str = "udp"
     #: Opcode of the reply, when it differs from the request it is recorded here.
     reply_opcode: int | None = None
@@ -83,6 +99,9 @@ class Outcome:
     #: Bytes read from the server for this probe (transfers are capped).
     bytes_received: int = 0
     dso: DsoFacts | None = None
+    #: Earliest notAfter (Unix time) of the certificate chain a DoT/DoH/DoQ server
+    #: presented on the connection that carried the exchange.
+    cert_not_after: float | None = None
     #: Free-form facts for the CLI's --json (kept small: never label values).
     details: dict[str, object] = field(default_factory=dict)
     #: Conformance checks the reply violates (:mod:`exporter.conformance` names).

@@ -11,6 +11,7 @@ skip instead of blaming the server with a network error.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import functools
 import ipaddress
@@ -20,6 +21,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from exporter import certs
 from exporter.capacity import DescriptorsExhausted, out_of_descriptors
 from exporter.config import TlsSettings
 from exporter.outcome import Outcome, WireEvent
@@ -35,6 +37,8 @@ class Received:
     #: The message's length when ``wire`` holds only its first bytes (a transfer's
     #: first message longer than the cap); None when ``wire`` is the whole message.
     length: int | None = None
+    #: Earliest certificate expiry of the TLS/QUIC peer's chain (exporter/certs.py).
+    cert_not_after: float | None = None
 
 
 ExchangeResult = Received | Outcome
@@ -55,7 +59,10 @@ def failure_outcome(exc: BaseException, transport: str, received: int = 0) -> Ou
         what = "mid-message" if exc.partial or received else "before replying"
         return Outcome(WireEvent.CLOSED, error=f"connection closed {what}",
                        transport=transport, bytes_received=received + len(exc.partial))  # fmt: skip
-    if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+    if isinstance(exc, ssl.SSLCertVerificationError | ssl.CertificateError):
+        return Outcome(WireEvent.CERT_INVALID, error=f"TLS certificate: {exc}"[:200],
+                       transport=transport)  # fmt: skip
+    if isinstance(exc, ssl.SSLError):
         return Outcome(WireEvent.TLS_ERROR, error=f"TLS: {exc}"[:200], transport=transport)
     if isinstance(exc, OSError) and exc.errno == errno.ECONNREFUSED:
         return Outcome(WireEvent.CONNECTION_REFUSED, error="connection refused",
@@ -264,8 +271,11 @@ async def stream_exchange(host: str, port: int, wire: bytes, timeout: float, *,
                                         server_hostname)  # fmt: skip
             await session.send(wire)
             if needed is not None:
-                return await session.read_head(max_bytes, needed)
-            return Received(await session.read_message(max_bytes))
+                head = await session.read_head(max_bytes, needed)
+            else:
+                head = Received(await session.read_message(max_bytes))
+            expiry = certs.ssl_chain_expiry(session.writer.get_extra_info("ssl_object"))
+            return head if expiry is None else dataclasses.replace(head, cert_not_after=expiry)
     except _OverCap as exc:
         received = session.received if session else 0
         return Outcome(WireEvent.MALFORMED, error=str(exc), transport=transport_name,
