@@ -19,8 +19,10 @@ from exporter import __version__, conformance
 from exporter.causes import REMEDIATION, rcode_name
 from exporter.config import (
     DEFAULT_LISTEN,
+    DEFAULT_PORTS,
     HEADER_FLAGS,
     ConfigError,
+    DohSettings,
     DsoSettings,
     EdnsSettings,
     ProbeSpec,
@@ -59,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_serve_options(demo)
 
     probe = sub.add_parser("probe", help="run one probe and print its outcome (the dig of gaps)")
-    probe.add_argument("server", help="host:port, [v6]:port or hostname (port 53, 853 for tls)")
+    probe.add_argument("server", help="host:port, [v6]:port or hostname (port 53; 853 for tls "
+                                      "and doq, 443 for doh)")
     probe.add_argument("--kind", "-k", required=True, choices=[k.value for k in ProbeKind])
     probe.add_argument("--transport", "-t", choices=[t.value for t in Transport])
     probe.add_argument("--name", "-n", default=None, help="query name (default: the zone)")
@@ -99,6 +102,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="dso_push_subscribe: seconds to wait for PUSH messages")
     probe.add_argument("--allow-udp-dso", action="store_true",
                        help="send DSO over UDP anyway (not valid DSO: the result says so)")
+    probe.add_argument("--method", choices=["POST", "GET", "post", "get"], default="POST",
+                       help="doh: HTTP method (RFC 8484 §4.1; default POST)")  # fmt: skip
+    probe.add_argument("--path", default="/dns-query", help="doh: URI path (default /dns-query)")
     probe.add_argument("--ca-file"), probe.add_argument("--server-name")
     probe.add_argument("--cert-file"), probe.add_argument("--key-file")
     probe.add_argument("--insecure", action="store_true", help="TLS: do not verify")
@@ -124,7 +130,10 @@ def probe_from_args(args: argparse.Namespace) -> tuple[Target, ProbeSpec]:
     kind = ProbeKind(args.kind)
     transport = Transport(args.transport) if args.transport else (
         Transport.TCP if kind.is_dso else _KIND_DEFAULT_TRANSPORT.get(kind, Transport.UDP))
-    host, port = split_host_port(args.server, 853 if transport is Transport.TLS else 53)
+    if kind.is_dso and transport in (Transport.DOH, Transport.DOQ):
+        raise ValueError(f"--kind {kind.value} needs --transport tcp or tls: RFC 8490 defines "
+                         "DSO over TCP and TLS only")  # fmt: skip
+    host, port = split_host_port(args.server, DEFAULT_PORTS[transport])
     options = []
     for item in args.edns_option:
         code, _, data = item.partition(":")
@@ -152,6 +161,7 @@ def probe_from_args(args: argparse.Namespace) -> tuple[Target, ProbeSpec]:
         tcp_fallback=not args.no_tcp_fallback, tsig_key=tsig, dso=dso,
         allow_notify=args.allow_notify, question=not args.header_only,
         header_flags=sum({HEADER_FLAGS[flag] for flag in args.header_flag}),
+        doh=DohSettings(method=args.method.upper(), path=args.path),
     )  # fmt: skip
     spec = dataclasses.replace(spec, expect=frozenset(args.expect) if args.expect
                                else default_expect(spec))  # fmt: skip

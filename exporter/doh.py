@@ -346,6 +346,10 @@ class DohPool:
                            details={"alpn": alpn or ""})  # fmt: skip
         return _Connection(reader, writer, expiry)
 
+    @property
+    def open_connections(self) -> int:
+        return sum(1 for c in self._connections.values() if not c.closed)
+
     def close(self) -> None:
         for connection in self._connections.values():
             connection.close()

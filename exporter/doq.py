@@ -16,6 +16,7 @@ sans-IO state machine driven here by a datagram endpoint of ours.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
 import struct
@@ -33,6 +34,10 @@ from exporter import certs
 from exporter.config import TlsSettings
 from exporter.outcome import Outcome, WireEvent
 from exporter.transport import ExchangeResult, Received, failure_outcome
+
+# Every failure becomes an Outcome; aioquic's per-connection log lines (INFO for each
+# handshake, ERROR for each failed one) would only repeat them, once per probe.
+logging.getLogger("quic").setLevel(logging.CRITICAL)
 
 ALPN = "doq"
 DEFAULT_PORT = 853
@@ -284,6 +289,16 @@ class DoqPool:
             return failed
         return protocol
 
+    def forget(self, connection: _Connection) -> None:
+        for key, known in list(self._connections.items()):
+            if known is connection:
+                del self._connections[key]
+        connection.shut()
+
+    @property
+    def open_connections(self) -> int:
+        return sum(1 for c in self._connections.values() if not c.closed)
+
     def close(self) -> None:
         for connection in self._connections.values():
             connection.shut()
@@ -319,4 +334,7 @@ async def exchange(host: str, port: int, wire: bytes, timeout: float, *,
             # The handshake this probe waited on (started by another) was not done.
             return Outcome(WireEvent.QUIC_HANDSHAKE_TIMEOUT, transport="doq",
                            error=f"no QUIC handshake within {timeout:g}s")  # fmt: skip
+        # A server restarted without CONNECTION_CLOSE drops our packets until the idle
+        # timeout: start afresh next time instead of timing out for minutes.
+        pool().forget(connection)
         return replace(failure_outcome(exc, "doq"), cert_not_after=connection.cert_not_after)

@@ -16,6 +16,7 @@ from exporter.kinds import ProbeKind
 from exporter.outcome import Outcome, WireEvent
 from exporter.wire import (
     WireRequest,
+    build_request,
     first_record_end,
     is_truncated,
     read_reply,
@@ -76,6 +77,8 @@ class ProbeResult:
                 "cause": self.fallback.cause.value,
                 "rcode": rcode_name(self.fallback.rcode),
             }
+        if outcome.cert_not_after is not None:
+            data["tls_cert_expiry_timestamp_seconds"] = outcome.cert_not_after
         if outcome.details:
             data["details"] = outcome.details
         data["violations"] = list(outcome.violations)
@@ -124,6 +127,8 @@ async def exchange_classic(target: Target, spec: ProbeSpec, request: WireRequest
                            contexts: TlsContexts) -> Outcome:  # fmt: skip
     """Send a classic request over the probe's transport and judge the reply."""
     transport = spec.transport
+    if transport in _SESSION_TRANSPORTS:
+        return await _exchange_session(target, spec, request)
     udp_reply: bytes | None = None
     if transport is Transport.UDP:
         result = await tx.udp_exchange(target.host, target.port, request.wire, request.msg_id,
@@ -160,7 +165,35 @@ async def exchange_classic(target: Target, spec: ProbeSpec, request: WireRequest
     else:
         outcome = read_reply(request, result.wire, transport.value,
                              first_of_transfer=transfer)  # fmt: skip
+    outcome = _with_expiry(outcome, result.cert_not_after)
     return _with_checks(outcome, target, spec, request, result.wire, udp_reply=udp_reply)
+
+
+_SESSION_TRANSPORTS = frozenset({Transport.DOH, Transport.DOQ})
+
+
+async def _exchange_session(target: Target, spec: ProbeSpec, request: WireRequest) -> Outcome:
+    """DoH and DoQ: message ID 0 (RFC 8484 §4.1, RFC 9250 §4.2.1), one shared
+    connection per server (exporter/doh.py, exporter/doq.py)."""
+    if request.msg_id != 0:
+        request = (request.with_id(0) if request.keyring is None
+                   else build_request(spec, target.zone, msg_id=0))  # fmt: skip
+    result = await tx.session_exchange(
+        spec.transport.value, target.host, target.port, request.wire, spec.timeout,
+        tls=target.tls, method=spec.doh.method, path=spec.doh.path,
+    )  # fmt: skip
+    if isinstance(result, Outcome):
+        return result
+    outcome = read_reply(request, result.wire, spec.transport.value,
+                         first_of_transfer=spec.kind.is_transfer)  # fmt: skip
+    outcome = _with_expiry(outcome, result.cert_not_after)
+    return _with_checks(outcome, target, spec, request, result.wire, udp_reply=None)
+
+
+def _with_expiry(outcome: Outcome, cert_not_after: float | None) -> Outcome:
+    if cert_not_after is None:
+        return outcome
+    return dataclasses.replace(outcome, cert_not_after=cert_not_after)
 
 
 async def _run_dso(target: Target, spec: ProbeSpec, contexts: TlsContexts) -> Outcome:
@@ -174,6 +207,8 @@ async def _run_dso(target: Target, spec: ProbeSpec, contexts: TlsContexts) -> Ou
 async def run_outcome(target: Target, spec: ProbeSpec,
                       contexts: TlsContexts = _DEFAULT_TLS) -> Outcome:  # fmt: skip
     """Run one probe and return what happened on the wire; never raises for server faults."""
+    if spec.port is not None and spec.port != target.port:
+        target = dataclasses.replace(target, port=spec.port)
     if spec.kind.is_dso:
         return await _run_dso(target, spec, contexts)
     request = request_for(spec, target.zone)

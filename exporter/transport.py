@@ -285,3 +285,22 @@ async def stream_exchange(host: str, port: int, wire: bytes, timeout: float, *,
     finally:
         if session is not None:
             await session.close()
+
+
+async def session_exchange(transport_name: str, host: str, port: int, wire: bytes,
+                           timeout: float, *, tls: TlsSettings, method: str = "POST",
+                           path: str = "/dns-query",
+                           max_bytes: int = 65535) -> ExchangeResult:  # fmt: skip
+    """DoH or DoQ on the server's shared connection: exporter/doh.py, exporter/doq.py.
+
+    Imported on first use: h2 and aioquic (with cryptography) cost start-up time
+    and memory an exporter that never speaks them should not pay.
+    """
+    if transport_name == "doh":
+        from exporter import doh
+
+        return await doh.exchange(host, port, wire, timeout, settings=tls, method=method,
+                                  path=path, max_bytes=max_bytes)  # fmt: skip
+    from exporter import doq
+
+    return await doq.exchange(host, port, wire, timeout, settings=tls)

@@ -12,8 +12,11 @@ from exporter.config.presets import SURVEY_PRESETS
 from exporter.config.probe_specs import HEADER_FLAGS, default_expect, resolve_zone_names
 from exporter.config.schema import (
     DEFAULT_LISTEN,
+    DEFAULT_PORTS,
+    ENCRYPTED_TRANSPORTS,
     Config,
     DiscoverySettings,
+    DohSettings,
     DsoSettings,
     EdnsSettings,
     FallbackSettings,
@@ -32,6 +35,8 @@ from exporter.config.values import parse_duration, parse_server
 
 __all__ = [
     "DEFAULT_LISTEN",
+    "DEFAULT_PORTS",
+    "ENCRYPTED_TRANSPORTS",
     "HEADER_FLAGS",
     "RESERVED_LABELS",
     "SURVEY_PRESETS",
@@ -39,6 +44,7 @@ __all__ = [
     "ConfigError",
     "ConfigErrors",
     "DiscoverySettings",
+    "DohSettings",
     "DsoSettings",
     "EdnsSettings",
     "FallbackSettings",

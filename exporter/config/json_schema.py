@@ -24,6 +24,7 @@ from exporter.config.loading import (
 from exporter.config.presets import _SURVEY_KEYS, SURVEY_PRESETS
 from exporter.config.probe_specs import (
     _DEFAULTS_KEYS,
+    _DOH_KEYS,
     _DSO_KEYS,
     _EDNS_KEYS,
     _FALLBACK_KEYS,
@@ -136,6 +137,10 @@ _DSO_TYPES: Mapping[str, Schema] = {
     "allow_udp": _bool("send DSO over UDP anyway"),
     "padding_block": _int(1, 65535, "padding block size for dso_padding"),
 }
+_DOH_TYPES: Mapping[str, Schema] = {
+    "method": {"enum": ["GET", "POST", "get", "post"]},
+    "path": {"type": "string", "pattern": "^/[^ #]*$"},
+}
 _FALLBACK_TYPES: Mapping[str, Schema] = {
     "kind": {"enum": [k.value for k in ProbeKind if not k.is_dso]},
     "qname": _DNS_NAME,
@@ -146,6 +151,7 @@ _PROBE_TYPES: Mapping[str, Schema] = {
     "use": _string("a template under top-level `probes:`"),
     "kind": {"enum": [k.value for k in ProbeKind]},
     "transport": {"enum": [t.value for t in Transport]},
+    "port": _int(1, 65535, "this probe's server port (default: the target's)"),
     "interval": _DURATION,
     "timeout": _DURATION,
     "qname": _DNS_NAME,
@@ -169,6 +175,7 @@ _PROBE_TYPES: Mapping[str, Schema] = {
     },
     "tsig_key": _string("a key under top-level `tsig_keys:`"),
     "dso": _ref("dso"),
+    "doh": _ref("doh"),
     "fallback": _ref("fallback"),
     "allow_notify": _bool("required for notify probes: NOTIFY makes secondaries refresh"),
 }
@@ -176,6 +183,12 @@ _SURVEY_TYPES: Mapping[str, Schema] = {
     **_PROBE_TYPES,
     "preset": {"enum": list(SURVEY_PRESETS)},
     "exclude": {"type": "array", "items": _string("a probe of the preset to leave out")},
+    "ports": {
+        "description": "a server port per transport for the preset's probes",
+        "type": "object",
+        "propertyNames": {"enum": [t.value for t in Transport]},
+        "additionalProperties": _int(1, 65535),
+    },
 }
 _TLS_TYPES: Mapping[str, Schema] = {
     "ca_file": {"type": ["string", "null"]},
@@ -186,7 +199,8 @@ _TLS_TYPES: Mapping[str, Schema] = {
 }
 _TARGET_TYPES: Mapping[str, Schema] = {
     "name": _string("the `target` label (default: server)"),
-    "server": _string("host:port, [v6]:port or a hostname (port 53, 853 for tls)"),
+    "server": _string("host:port, [v6]:port or a hostname (port 53; 853 for tls and doq, "
+                      "443 for doh)"),
     "discover": {
         "description": "probe every address of the zone's name servers instead of one server",
         "anyOf": [{"const": True}, _ref("discover")],
@@ -270,6 +284,7 @@ def config_schema() -> Schema:
             "tsig_key": _object(_TSIG_KEYS, _TSIG_TYPES, required=list(_TSIG_KEYS)),
             "edns": _object(_EDNS_KEYS, _EDNS_TYPES),
             "dso": _object(_DSO_KEYS, _DSO_TYPES),
+            "doh": _object(_DOH_KEYS, _DOH_TYPES),
             "fallback": _object(_FALLBACK_KEYS, _FALLBACK_TYPES),
             "defaults": _object(_DEFAULTS_KEYS, _PROBE_TYPES),
             "template": _object(_PROBE_KEYS, _PROBE_TYPES, required=["kind"]),

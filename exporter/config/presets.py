@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+from dataclasses import replace
 
 import yaml
 
@@ -19,18 +20,29 @@ from exporter.config.probe_specs import (
     _Layer,
     _layer,
 )
-from exporter.config.scalars import _probe_name, _str
-from exporter.config.schema import ProbeSpec
+from exporter.config.scalars import _int_in, _probe_name, _str
+from exporter.config.schema import ProbeSpec, Transport
 
-SURVEY_PRESETS = ("authoritative", "recursive", "compliance")
+SURVEY_PRESETS = ("authoritative", "recursive", "compliance", "encrypted")
 
 
-_SURVEY_KEYS = ("preset", "exclude", *_DEFAULTS_KEYS)
+_SURVEY_KEYS = ("preset", "exclude", "ports", *_DEFAULTS_KEYS)
+
+
+def _ports(ctx: _Ctx, src: _Src) -> dict[Transport, int]:
+    """``ports: {tls: 8853, doh: 8443}``: a port per transport for the survey's probes."""
+    out: dict[Transport, int] = {}
+    for name, value in (ctx.mapping(src.node, src.key, [t.value for t in Transport]) or {}).items():
+        port = ctx.get(value, _int_in(1, 65535, "a port"))
+        if port is not None:
+            out[Transport(name)] = port
+    return out
 
 
 def _survey(ctx: _Ctx, src: _Src, env: _Env) -> tuple[str | None, list[tuple[ProbeSpec, _Src]]]:
     overrides: _Layer = {}
     exclude: dict[str, _Src] = {}
+    ports: dict[Transport, int] = {}
     if isinstance(src.node, yaml.MappingNode):
         overrides = _layer(ctx, src, _SURVEY_KEYS) or {}
         if "preset" not in overrides:
@@ -41,6 +53,8 @@ def _survey(ctx: _Ctx, src: _Src, env: _Env) -> tuple[str | None, list[tuple[Pro
             )
             return None, []
         preset_src = overrides.pop("preset")
+        if "ports" in overrides:
+            ports = _ports(ctx, overrides.pop("ports"))
         if "exclude" in overrides:
             ex = overrides.pop("exclude")
             for item in ctx.sequence(ex.node, ex.key) or []:
@@ -73,6 +87,8 @@ def _survey(ctx: _Ctx, src: _Src, env: _Env) -> tuple[str | None, list[tuple[Pro
         layers = [(env.defaults, False), (layer, True), (overrides, False)]
         spec = _build_probe(ctx, name, _Src(src.node, f"{src.key}[{name}]"), layers, env.tsig_keys)
         if spec is not None:
+            if spec.port is None and spec.transport in ports:
+                spec = replace(spec, port=ports[spec.transport])
             out.append((spec, _Src(src.node, f"{src.key}[{name}]")))
     for ex_name, item in exclude.items():
         if ex_name not in known:

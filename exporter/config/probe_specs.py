@@ -21,6 +21,7 @@ from exporter.config.scalars import (
     _duration,
     _expect,
     _hex,
+    _http_method,
     _int_in,
     _kind,
     _positive_duration,
@@ -29,8 +30,10 @@ from exporter.config.scalars import (
     _rdtype,
     _str,
     _transport,
+    _uri_path,
 )
 from exporter.config.schema import (
+    DohSettings,
     DsoSettings,
     EdnsSettings,
     FallbackSettings,
@@ -90,10 +93,13 @@ _DSO_KEYS = ("inactivity_timeout", "keepalive_interval", "tlv_type", "push_name"
 _FALLBACK_KEYS = ("kind", "qname", "qtype")
 
 
-_PROBE_KEYS = ("kind", "transport", "interval", "timeout", "qname", "qtype", "qclass", "rd",
-               "header_flags", "question", "edns", "zone", "serial", "opcode", "tcp_fallback",
-               "max_transfer_bytes", "expect", "tsig_key", "dso", "fallback",
-               "allow_notify")  # fmt: skip
+_DOH_KEYS = ("method", "path")
+
+
+_PROBE_KEYS = ("kind", "transport", "port", "interval", "timeout", "qname", "qtype", "qclass",
+               "rd", "header_flags", "question", "edns", "zone", "serial", "opcode",
+               "tcp_fallback", "max_transfer_bytes", "expect", "tsig_key", "dso", "doh",
+               "fallback", "allow_notify")  # fmt: skip
 
 
 _DEFAULTS_KEYS = tuple(k for k in _PROBE_KEYS if k != "kind")
@@ -150,8 +156,9 @@ def _layer(ctx: _Ctx, src: _Src, allowed: Sequence[str]) -> _Layer | None:
     for name, sub in fields.items():
         if name == "edns" and isinstance(sub.node, yaml.ScalarNode):
             out["edns.enabled"] = sub  # `edns: false` shorthand
-        elif name in ("edns", "dso"):
-            inner = ctx.mapping(sub.node, sub.key, _EDNS_KEYS if name == "edns" else _DSO_KEYS)
+        elif name in ("edns", "dso", "doh"):
+            allowed_inner = {"edns": _EDNS_KEYS, "dso": _DSO_KEYS, "doh": _DOH_KEYS}[name]
+            inner = ctx.mapping(sub.node, sub.key, allowed_inner)
             out.update({f"{name}.{k}": v for k, v in (inner or {}).items()})
         else:
             out[name] = sub
@@ -252,6 +259,13 @@ _PROBE_FIELDS: Mapping[str, tuple[str, _Parser]] = {
     "max_transfer_bytes": ("max_transfer_bytes", _int_in(512, 2**31 - 1, "a byte count")),
     "expect": ("expect", _expect),
     "allow_notify": ("allow_notify", _bool),
+    "port": ("port", _int_in(1, 65535, "a port")),
+}
+
+
+_DOH_FIELDS: Mapping[str, tuple[str, _Parser]] = {
+    "method": ("method", _http_method),
+    "path": ("path", _uri_path),
 }
 
 
@@ -328,7 +342,7 @@ def _build_probe(
     spec = ProbeSpec(name=name, kind=kind, **values)
     if "expect" not in merged:
         spec = replace(spec, expect=default_expect(spec))
-    _check_probe(ctx, spec, merged, where)
+    _check_probe(ctx, spec, merged, where, explicit)
     return spec if len(ctx.errors) == errors_before else None
 
 
@@ -340,6 +354,7 @@ def _probe_values(ctx: _Ctx, merged: _Layer, keys: Mapping[str, TsigKey]) -> dic
         edns = replace(edns, options=_edns_options(ctx, merged["edns.options"]))
     values["edns"] = edns
     values["dso"] = DsoSettings(**_fields(ctx, merged, "dso.", _DSO_FIELDS))
+    values["doh"] = DohSettings(**_fields(ctx, merged, "doh.", _DOH_FIELDS))
     if "tsig_key" in merged:
         values["tsig_key"] = _tsig_ref(ctx, merged["tsig_key"], keys)
     if "fallback" in merged:
@@ -373,7 +388,8 @@ def _probe_transport(ctx: _Ctx, kind: ProbeKind, merged: _Layer, explicit: set[s
     return transport
 
 
-def _check_probe(ctx: _Ctx, spec: ProbeSpec, merged: _Layer, where: _Src) -> None:
+def _check_probe(ctx: _Ctx, spec: ProbeSpec, merged: _Layer, where: _Src,
+                 explicit: set[str]) -> None:  # fmt: skip
     def at(key: str) -> _Src:
         return merged.get(key) or _Src(where.node, f"{where.key}.{key}")
 
@@ -401,6 +417,20 @@ def _check_probe(ctx: _Ctx, spec: ProbeSpec, merged: _Layer, where: _Src) -> Non
             "expected tcp or tls: DSO needs a connection (RFC 8490 §5.1); set "
             "`dso: {allow_udp: true}` to send it over UDP anyway (got udp)",
         )
+    if spec.transport in (Transport.DOH, Transport.DOQ) and spec.kind.is_dso:
+        src = at("transport")
+        ctx.fail(
+            src.node,
+            src.key,
+            "expected tcp or tls: RFC 8490 defines DSO sessions over TCP and TLS only; "
+            "DoH maps one query to one HTTP exchange (RFC 8484 §4.1) and DoQ leaves out "
+            f"the server-initiated messages DSO needs (RFC 9250 §1) (got {spec.transport})",
+        )
+    doh_keys = sorted(k for k in merged if k.startswith("doh."))
+    if doh_keys and spec.transport is not Transport.DOH and doh_keys[0] in explicit:
+        src = merged[doh_keys[0]]
+        ctx.fail(src.node, src.key,
+                 f"expected only with transport doh (got transport {spec.transport})")  # fmt: skip
     if spec.transport is Transport.UDP and spec.kind is ProbeKind.AXFR:
         src = at("transport")
         ctx.fail(

@@ -131,6 +131,21 @@ _kind = _enum_of(ProbeKind)
 _transport = _enum_of(Transport)
 
 
+def _http_method(ctx: _Ctx, node: yaml.Node) -> str:
+    """RFC 8484 §4.1: DoH servers must take both GET and POST."""
+    value = ctx.scalar(node)
+    if not isinstance(value, str) or value.strip().upper() not in ("GET", "POST"):
+        raise _WantError("GET or POST")
+    return value.strip().upper()
+
+
+def _uri_path(ctx: _Ctx, node: yaml.Node) -> str:
+    value = _str(ctx, node).strip()
+    if not value.startswith("/") or any(c in value for c in " \t\r\n#"):
+        raise _WantError("a URI path starting with / (like /dns-query)")
+    return value
+
+
 def _dns_name(ctx: _Ctx, node: yaml.Node) -> str:
     """An absolute domain name (trailing dot added), or ``@`` for the target's zone."""
     text = _str(ctx, node).strip()

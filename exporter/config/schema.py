@@ -19,6 +19,27 @@ class Transport(enum.StrEnum):
     UDP = "udp"
     TCP = "tcp"
     TLS = "tls"
+    #: DNS over HTTPS, HTTP/2 (RFC 8484).
+    DOH = "doh"
+    #: DNS over dedicated QUIC connections (RFC 9250).
+    DOQ = "doq"
+
+
+#: Transports that run inside TLS (or QUIC's TLS): they take a target's `tls:`.
+ENCRYPTED_TRANSPORTS = frozenset({Transport.TLS, Transport.DOH, Transport.DOQ})
+
+#: Default server port per transport: RFC 7858 §3.1 (853/tcp), RFC 8484 (https,
+#: 443), RFC 9250 §4.1.1 (853/udp).
+DEFAULT_PORTS = {Transport.UDP: 53, Transport.TCP: 53, Transport.TLS: 853, Transport.DOH: 443,
+                 Transport.DOQ: 853}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class DohSettings:
+    """How a DoH probe asks (RFC 8484 §4.1): POST or GET, and the URI path."""
+
+    method: str = "POST"
+    path: str = "/dns-query"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +121,9 @@ class ProbeSpec:
     name: str
     kind: ProbeKind
     transport: Transport = Transport.UDP
+    #: The server port for this probe; None: the target's. Set for the probes of a
+    #: target whose encrypted transports have different default ports.
+    port: int | None = None
     interval: float = 60.0
     timeout: float = 5.0
     qname: str = "."
@@ -130,6 +154,7 @@ class ProbeSpec:
     expect: frozenset[str] = frozenset({"none"})
     tsig_key: TsigKey | None = None
     dso: DsoSettings = DsoSettings()
+    doh: DohSettings = DohSettings()
     fallback: FallbackSettings | None = None
     #: ``notify`` probes only run when this is True (they make secondaries refresh).
     allow_notify: bool = False

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import yaml
@@ -16,7 +17,14 @@ from exporter.config.located import _Ctx, _Src
 from exporter.config.presets import _survey
 from exporter.config.probe_specs import _Env, _probe_entry, resolve_zone_names
 from exporter.config.scalars import _bool, _label_value, _opt_str, _str, _zone_name
-from exporter.config.schema import ProbeSpec, Target, TlsSettings, Transport, ZoneTarget
+from exporter.config.schema import (
+    DEFAULT_PORTS,
+    ENCRYPTED_TRANSPORTS,
+    ProbeSpec,
+    Target,
+    TlsSettings,
+    ZoneTarget,
+)
 from exporter.config.values import parse_server
 
 _LABEL_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -128,12 +136,12 @@ def _target(ctx: _Ctx, src: _Src, env: _Env) -> Target | ZoneTarget | None:
     specs = _unique_probes(ctx, probes)
     specs = [resolve_zone_names(s, zone) for s in specs]
 
-    uses_tls = {s.transport is Transport.TLS for s in specs}
+    uses_tls = {s.transport in ENCRYPTED_TRANSPORTS for s in specs}
     if len(uses_tls) > 1:
         ctx.fail(
             src.node,
             src.key,
-            "expected all probes of a target over tls or none: a "
+            "expected all probes of a target encrypted (tls, doh, doq) or none: a "
             "server port speaks either TLS or plain DNS; add a second target for the "
             "TLS port (got a mix)",
         )
@@ -145,11 +153,12 @@ def _target(ctx: _Ctx, src: _Src, env: _Env) -> Target | ZoneTarget | None:
             ctx.fail(
                 fields["tls"].node,
                 fields["tls"].key,
-                "expected `tls:` only on a target whose probes use transport tls "
-                "(got probes over udp/tcp)",
+                "expected `tls:` only on a target whose probes use transport tls, doh "
+                "or doq (got probes over udp/tcp)",
             )
     if discover is not None:
-        discovery = _discovery(ctx, discover, 853 if all_tls else 53)
+        default_port, specs = _default_ports(specs)
+        discovery = _discovery(ctx, discover, default_port)
         if len(ctx.errors) > errors_before or name is None or discovery is None:
             return None
         return ZoneTarget(name=name, zone=zone, discovery=discovery, probes=tuple(specs),
@@ -158,11 +167,13 @@ def _target(ctx: _Ctx, src: _Src, env: _Env) -> Target | ZoneTarget | None:
     host, port = "", 0
     if server is not None:
         try:
-            host, port = parse_server(server, 853 if all_tls else 53)
+            host, port = parse_server(server, 0)
         except ValueError as exc:
             ctx.fail(
                 fields["server"].node, fields["server"].key, f"expected {exc} (got {server!r})"
             )
+    if port == 0:
+        port, specs = _default_ports(specs)
     if len(ctx.errors) > errors_before or name is None:
         return None
     return Target(
@@ -176,6 +187,19 @@ def _target(ctx: _Ctx, src: _Src, env: _Env) -> Target | ZoneTarget | None:
         survey=survey,
         role=role,
     )
+
+
+def _default_ports(specs: Sequence[ProbeSpec]) -> tuple[int, list[ProbeSpec]]:
+    """A server without a port: each transport's own default (DoT 853/tcp, DoH 443,
+    DoQ 853/udp), the target's port being that of the first probe's transport."""
+    transports = [s.transport for s in specs]
+    port = DEFAULT_PORTS[transports[0]] if transports else 53
+    out = [
+        s if s.port is not None or DEFAULT_PORTS[s.transport] == port
+        else replace(s, port=DEFAULT_PORTS[s.transport])
+        for s in specs
+    ]  # fmt: skip
+    return port, out
 
 
 def _unique_probes(ctx: _Ctx, probes: Sequence[tuple[ProbeSpec, _Src]]) -> list[ProbeSpec]:
