@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 
@@ -67,3 +68,41 @@ def x509_expiry(cert: Any) -> float:
     """``notAfter`` of a ``cryptography`` certificate (what aioquic hands us)."""
     moment: datetime = cert.not_valid_after_utc
     return moment.timestamp()
+
+
+def make_self_signed(directory: Path, name: str = "localhost", ip: str | None = "127.0.0.1",
+                     days: float = 90.0) -> tuple[Path, Path]:  # fmt: skip
+    """A throw-away certificate and key for ``name`` (and ``ip``) in ``directory``:
+    the demo's DoT and DoQ servers present it, its probes trust it as their CA."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    alt: list[x509.GeneralName] = [x509.DNSName(name)]
+    if ip:
+        alt.append(x509.IPAddress(ipaddress.ip_address(ip)))
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))  # fmt: skip
+    key_path.chmod(0o600)
+    return cert_path, key_path

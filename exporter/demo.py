@@ -10,10 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ssl
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
-from exporter import refserver
+from exporter import certs, refserver
 from exporter.config import Config, parse_config
+from exporter.doqserver import DoqFrontend, forwarder
 from exporter.refserver import RunningServer, ServerBehaviour
 from exporter.serve import serve
 from exporter.sharding import Shard
@@ -125,25 +129,68 @@ targets:
       - {{name: soa, kind: query, qname: "@", qtype: SOA}}
 """
 
+#: DNS over TLS and over QUIC (`survey: encrypted` without DoH) in front of a healthy
+#: reference server, with a throw-away certificate: the transports and
+#: dnsgap_tls_cert_expiry_timestamp_seconds have a live target.
+_DEMO_ENCRYPTED = """\
+  - name: demo-encrypted
+    server: "127.0.0.1"
+    zone: demo.example.
+    tls: {{ca_file: "{ca_file}", server_name: localhost}}
+    survey:
+      preset: encrypted
+      ports: {{tls: {tls_port}, doq: {doq_port}}}
+      exclude: [doh_post, doh_get]
+"""
+
+
+@dataclass(slots=True)
+class EncryptedDemo:
+    """The DoT + DoQ server of the demo and the certificate it presents."""
+
+    server: RunningServer
+    doq: DoqFrontend
+    workdir: tempfile.TemporaryDirectory[str]
+    ca_file: str
+
 
 @dataclass(slots=True)
 class DemoServers:
     servers: dict[str, RunningServer]
+    encrypted: EncryptedDemo | None = None
 
     async def close(self) -> None:
         for server in self.servers.values():
             await server.close()
+        if self.encrypted is not None:
+            self.encrypted.doq.close()
+            await self.encrypted.server.close()
+            self.encrypted.workdir.cleanup()
+
+
+async def _start_encrypted() -> EncryptedDemo:
+    workdir = tempfile.TemporaryDirectory(prefix="dnsgap-demo-")
+    cert, key = certs.make_self_signed(Path(workdir.name))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server = await refserver.start(ServerBehaviour(dso="none"), ssl_context=context)
+    doq = await DoqFrontend(forwarder(server.host, server.port)).start(str(cert), str(key))
+    return EncryptedDemo(server, doq, workdir, str(cert))
 
 
 async def start_demo_servers() -> DemoServers:
     servers = {}
     for name, (behaviour, _) in DEMO_SERVERS.items():
         servers[name] = await refserver.start(behaviour)
-    return DemoServers(servers)
+    return DemoServers(servers, await _start_encrypted())
 
 
 def demo_config(servers: DemoServers, listen: str) -> Config:
     text = _DEMO_CONFIG.format_map({name: s.port for name, s in servers.servers.items()})
+    if servers.encrypted is not None:
+        enc = servers.encrypted
+        text += _DEMO_ENCRYPTED.format(ca_file=enc.ca_file, tls_port=enc.server.tls_port,
+                                       doq_port=enc.doq.port)  # fmt: skip
     text = f'http:\n  listen: "{listen}"\n' + text
     return parse_config(text, "<dnsgap demo>")
 
@@ -175,6 +222,11 @@ async def run_demo(listen: str) -> None:
         for name, (_, what) in DEMO_SERVERS.items():
             port = servers.servers[name].port
             print(f"dnsgap demo: {name:16} 127.0.0.1:{port:<5} {what}", flush=True)
+        if servers.encrypted is not None:
+            enc = servers.encrypted
+            print(f"dnsgap demo: {'demo-encrypted':16} 127.0.0.1:{enc.server.tls_port}/tcp "
+                  f"(DoT) and :{enc.doq.port}/udp (DoQ), a throw-away certificate",
+                  flush=True)  # fmt: skip
         config = demo_config(servers, listen)
         await serve(config, None, listen, Shard(0, 1),
                     ready_message="dnsgap demo: probes run every 10 s; the first NOTIMP "

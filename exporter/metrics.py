@@ -72,6 +72,9 @@ METRICS: tuple[tuple[str, str, str], ...] = (
      "1 while the latest reply of the probe violates this conformance check, else 0."),
     ("dnsgap_conformance_violations_total", "counter",
      "Replies that violated this conformance check."),
+    ("dnsgap_tls_cert_expiry_timestamp_seconds", "gauge",
+     "Earliest notAfter (Unix time) in the certificate chain the server presented (DoT, DoH, "
+     "DoQ)."),
     ("dnsgap_build_info", "gauge", "dnsgap build information; always 1."),
     ("dnsgap_config_reload_success", "gauge", "1 if the latest config (re)load succeeded."),
     ("dnsgap_config_last_reload_success_timestamp_seconds", "gauge",
@@ -161,8 +164,8 @@ def probe_info_labels(target: Target, spec: ProbeSpec) -> tuple[tuple[str, str],
     opcode = {ProbeKind.OPCODE: spec.opcode, ProbeKind.UPDATE: 5, ProbeKind.NOTIFY: 4}.get(
         spec.kind, 6 if spec.kind.is_dso else 0
     )
-    server = f"[{target.host}]:{target.port}" if ":" in target.host else (
-        f"{target.host}:{target.port}")  # fmt: skip
+    port = spec.port or target.port  # the probe's own port (survey: encrypted)
+    server = f"[{target.host}]:{port}" if ":" in target.host else f"{target.host}:{port}"
     qtype = _TRANSFER_QTYPES.get(spec.kind, spec.qtype)
     return (("target", target.name), ("probe", spec.name), ("server", server),
             ("kind", spec.kind.value), ("transport", spec.transport.value),
@@ -203,6 +206,9 @@ class PairState:
     push_notifications: int = 0
     fallback: dict[str, int] = field(default_factory=dict)
     fallback_active: int = 0
+    #: Kept from the latest handshake that showed a chain: a probe that then fails
+    #: verification (the certificate expired) must not make the series vanish.
+    cert_not_after: float | None = None
     last_result: ProbeResult | None = None
     #: Conformance checks that apply to the probe; per check, the latest verdict
     #: (1: violated) and the count of violating replies.
@@ -395,6 +401,8 @@ class MetricsState:
                     state.violation[check] = 1
                     state.violations_total[check] += 1
             state.violating = len(found)
+        if result.outcome.cert_not_after is not None:
+            state.cert_not_after = result.outcome.cert_not_after
         if dso is not None:
             state.push_notifications += dso.push_notifications
             self._record_dso(target, dso)
@@ -517,6 +525,10 @@ class MetricsState:
             for s in pairs:
                 if s.spec.fallback is not None:
                     yield f"{name}{{{s.key}}} {s.fallback_active}\n"
+        elif name == "dnsgap_tls_cert_expiry_timestamp_seconds":
+            for s in pairs:
+                if s.cert_not_after is not None:
+                    yield f"{name}{{{s.key}}} {s.cert_not_after:.0f}\n"
         else:
             yield from self._self_samples(name)
 

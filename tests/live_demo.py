@@ -66,4 +66,5 @@ DEMO_SETTLED = (
     r"^dnsgap_dso_sessions_closed_total\{",
     r"^dnsgap_dso_inactivity_timeout_seconds\{",
     r"^dnsgap_zone_serial_behind\{",
+    r'^dnsgap_tls_cert_expiry_timestamp_seconds\{target="demo-encrypted",probe="doq"\}',
 )

@@ -23,7 +23,7 @@ from tests.live_demo import fetch, running_demo, wait_for_metrics
 pytestmark = pytest.mark.slow
 
 DEMO_TARGETS = {"demo-auth", "demo-dso-push", "demo-dso-nopush", "demo-no-dso",
-                "demo-dso-busy", "demo-regress",
+                "demo-dso-busy", "demo-regress", "demo-encrypted",
                 # the demo's zone target: demo.example.'s one name server address
                 "demo.example/ns1.demo.example/127.0.0.1"}  # fmt: skip
 WIDTH, HEIGHT = 1400, 900
