@@ -337,7 +337,7 @@ def test_padding_over_tls_establishes_a_session(
     data = cli_json(capsys, server.tls_port, "dso_padding", "--transport", "tls", "--insecure")
     assert data["cause"] == "none"
     data = cli_json(capsys, server.tls_port, "dso_padding", "--transport", "tls")
-    assert data["cause"] == "tls_error"  # self-signed, verification on by default
+    assert data["cause"] == "tls_certificate_invalid"  # self-signed, verification on by default
 
 
 def _server_context(tls_files: tuple[Path, Path]) -> ssl.SSLContext:

@@ -9,6 +9,7 @@ import json
 import socket
 import ssl
 import threading
+import time
 
 import dns.flags
 import dns.message
@@ -302,17 +303,24 @@ def test_tls_probe_verifies_the_server_certificate(tls_files: tuple[str, str]) -
     result = _tls_run(tls_files, settings)
     assert (result.rcode_label, result.cause, result.outcome.transport) == (
         "NOTIMP", Cause.NOT_IMPLEMENTED, "tls")
+    # The throw-away certificate is good for 2 days: its notAfter is the chain's.
+    assert result.outcome.cert_not_after is not None
+    assert 0 < result.outcome.cert_not_after - time.time() <= 2 * 86400 + 60
 
 
-def test_tls_probe_with_an_unknown_ca_is_a_tls_error(tls_files: tuple[str, str]) -> None:
+def test_tls_probe_with_an_unknown_ca_is_an_invalid_certificate(
+    tls_files: tuple[str, str],
+) -> None:
     result = _tls_run(tls_files, TlsSettings(server_name="dns.test"))
-    assert result.cause is Cause.TLS_ERROR
+    assert result.cause is Cause.TLS_CERTIFICATE_INVALID
     assert "certificate" in (result.outcome.error or "").lower()
 
 
-def test_tls_probe_with_the_wrong_server_name_is_a_tls_error(tls_files: tuple[str, str]) -> None:
+def test_tls_probe_with_the_wrong_server_name_is_an_invalid_certificate(
+    tls_files: tuple[str, str],
+) -> None:
     result = _tls_run(tls_files, TlsSettings(ca_file=tls_files[0], server_name="other.test"))
-    assert result.cause is Cause.TLS_ERROR
+    assert result.cause is Cause.TLS_CERTIFICATE_INVALID
 
 
 def test_check_config_accepts_the_examples_and_rejects_a_broken_file(

@@ -412,10 +412,14 @@ def stop(process: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> None:
 
 
 def launch(
-    name: str, workdir: Path, backend: RunningServer | None = None, attempts: int = 5
+    name: str, workdir: Path, backend: RunningServer | None = None, attempts: int = 5,
+    spec: ServerSpec | None = None,
 ) -> RunningServer:
-    """Start server ``name`` in ``workdir`` and wait until it answers SOA on UDP and TCP."""
-    spec = SPECS[name]
+    """Start server ``name`` in ``workdir`` and wait until it answers SOA on UDP and TCP.
+
+    ``spec`` starts a server that is not one of :data:`SPECS` (the encrypted
+    transports' setups in encrypted.py), on the same machinery."""
+    spec = spec or SPECS[name]
     if shutil.which(spec.binary) is None:
         raise MissingServerError(
             f"{spec.binary} not found: install Debian package {spec.package} "
