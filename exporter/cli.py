@@ -9,9 +9,12 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
+import dns.exception
+import dns.name
 import dns.rdataclass
 import dns.rdatatype
 
@@ -21,7 +24,9 @@ from exporter.config import (
     DEFAULT_LISTEN,
     DEFAULT_PORTS,
     HEADER_FLAGS,
+    SURVEY_PRESETS,
     ConfigError,
+    DiscoverySettings,
     DohSettings,
     DsoSettings,
     EdnsSettings,
@@ -30,7 +35,9 @@ from exporter.config import (
     TlsSettings,
     Transport,
     TsigKey,
+    ZoneTarget,
     default_expect,
+    parse_server,
 )
 from exporter.kinds import ProbeKind
 from exporter.sharding import Shard
@@ -56,6 +63,23 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("file")
 
     sub.add_parser("schema", help="print the JSON Schema of the config file (for editors)")
+
+    survey = sub.add_parser("survey", help="run a preset once against every name server "
+                            "address of a zone (or one server) and print the gaps")  # fmt: skip
+    survey.add_argument("zone", nargs="?", default=None,
+                        help="the zone whose name servers to survey (with --server: the zone "
+                        "the probes ask about, default the root)")  # fmt: skip
+    survey.add_argument("--server", metavar="HOST:PORT", help="survey this one server")
+    survey.add_argument("--resolver", metavar="HOST:PORT",
+                        help="resolver for the NS and address lookups (default: the system's)")
+    survey.add_argument("--port", type=int, default=None,
+                        help="port to probe the discovered addresses on (default 53)")
+    survey.add_argument("--preset", default="authoritative", choices=list(SURVEY_PRESETS))
+    survey.add_argument("--transport", default="both", choices=["udp", "tcp", "both"],
+                        help="udp: the preset as it is; tcp: every probe over TCP; both "
+                        "(default): also every UDP probe over TCP, as NAME_tcp")  # fmt: skip
+    survey.add_argument("--json", action="store_true", help="print one JSON object")
+    survey.add_argument("--html", metavar="FILE", help="write the status page of this run")
 
     demo = sub.add_parser("demo", help="run reference servers in-process and probe them")
     _add_serve_options(demo)
@@ -229,6 +253,88 @@ def _check_config_command(path: str) -> int:
     return 0
 
 
+# -- dnsgap survey ---------------------------------------------------------------------
+
+def _survey_targets(args: argparse.Namespace, zone: str) -> list[Target]:
+    """The servers to survey: ``--server``, or the zone's discovered name servers.
+    Raises ValueError (bad arguments) or DiscoveryError."""
+    from exporter.zones import ZoneServer, discover, expand, plain
+
+    if args.server:
+        host, port = parse_server(args.server)
+        return [Target(name=args.server, host=host, port=port, probes=(), zone=zone)]
+    resolver = parse_server(args.resolver) if args.resolver else None
+    settings = DiscoverySettings(resolver=resolver, port=args.port or 53,
+                                 max_addresses=64)  # fmt: skip
+    found = asyncio.run(discover(zone, settings))
+    for what, names in (("only in the parent's delegation", found.parent_only),
+                        ("only in the zone's NS set", found.child_only),
+                        ("without addresses", found.unresolved)):  # fmt: skip
+        if names:
+            print(f"dnsgap survey: NS names {what}: {', '.join(names)}", file=sys.stderr)
+    servers: list[ZoneServer] = list(found.servers)
+    zone_target = ZoneTarget(name=plain(zone), zone=zone, discovery=settings, probes=())
+    return list(expand(zone_target, servers))
+
+
+def _survey_command(args: argparse.Namespace) -> int:
+    from exporter.survey import (
+        SurveyTransport,
+        render_html,
+        render_matrix,
+        report_json,
+        run_survey,
+        survey_specs,
+    )
+    from exporter.zones import DiscoveryError
+
+    if args.zone is None and not args.server:
+        print("dnsgap survey: name a ZONE, or a server with --server HOST:PORT",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        zone = dns.name.from_text(args.zone or ".").to_text()
+        targets = _survey_targets(args, zone)
+    except (ValueError, dns.exception.DNSException) as exc:
+        print(f"dnsgap survey: {exc}", file=sys.stderr)
+        return 2
+    except DiscoveryError as exc:
+        print(f"dnsgap survey: {exc}", file=sys.stderr)
+        return 1
+    if not targets:
+        print(f"dnsgap survey: no name server addresses found for {zone}", file=sys.stderr)
+        return 1
+    specs = survey_specs(args.preset, zone, SurveyTransport(args.transport))
+    tty = sys.stderr.isatty()
+    shown_zone = zone.rstrip(".") or "."
+    shown = [-1]
+
+    def progress(done: int, total: int) -> None:
+        # On a terminal one line redrawn in place; in a log a line every 10%.
+        step = done * 10 // total
+        if tty:
+            print(f"\rdnsgap survey {shown_zone}: {done}/{total} probes", end="", file=sys.stderr,
+                  flush=True)  # fmt: skip
+        elif step != shown[0]:
+            shown[0] = step
+            print(f"dnsgap survey {shown_zone}: {done}/{total} probes", file=sys.stderr,
+                  flush=True)  # fmt: skip
+
+    report = asyncio.run(run_survey(zone, [dataclasses.replace(t, probes=specs)
+                                           for t in targets], specs, progress=progress))
+    if tty:
+        print("\r\033[K", end="", file=sys.stderr, flush=True)
+    if args.html:
+        with open(args.html, "w", encoding="utf-8") as out:
+            out.write(render_html(report))
+    if args.json:
+        print(json.dumps(report_json(report), sort_keys=True))
+    else:
+        colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+        print(render_matrix(report, colour=colour), end="")
+    return 0
+
+
 # -- dnsgap schema ---------------------------------------------------------------------
 
 def _schema_command() -> int:
@@ -270,7 +376,8 @@ def _demo_command(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in {"serve", "check-config", "schema", "probe", "demo", "-h", "--help",
+    if argv and argv[0] not in {"serve", "check-config", "schema", "survey", "probe", "demo", "-h",
+                                "--help",
                                 "--version", "--log-level"}:  # fmt: skip
         argv.insert(0, "serve")  # `dnsgap --config x.yml` means serve
     args = parser.parse_args(argv)
@@ -282,6 +389,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config_command(args.file)
     if args.command == "schema":
         return _schema_command()
+    if args.command == "survey":
+        return _survey_command(args)
     if args.command == "probe":
         return _probe_command(args)
     if args.command == "demo":

@@ -14,14 +14,11 @@ import inspect
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from exporter import refserver
 from exporter.config import DiscoverySettings, parse_config
-from exporter.refserver import RunningServer, ServerBehaviour
 from exporter.runtime import Exporter
 from exporter.zones import (
     Discovery,
@@ -33,43 +30,7 @@ from exporter.zones import (
     refresh_delay,
     server_target_name,
 )
-
-ZONE = "fleet.test."
-ADDRESSES = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
-
-
-def zone_text(serial: int, *ns: int) -> str:
-    names = "".join(f"@ NS ns{i}\n" for i in ns)
-    glue = "".join(f"ns{i} A {ADDRESSES[i - 1]}\n" for i in range(1, len(ADDRESSES) + 1))
-    return f"$TTL 1\n@ SOA ns1 hostmaster {serial} 3600 600 86400 1\n{names}{glue}"
-
-
-@dataclass
-class Fleet:
-    port: int
-    servers: list[RunningServer]
-
-    @property
-    def resolver(self) -> str:
-        return f"{ADDRESSES[0]}:{self.port}"
-
-
-async def start_fleet(serials: tuple[int, ...], ns: tuple[int, ...]) -> Fleet:
-    """One reference server per address, all on the port the first one got."""
-    for _ in range(20):
-        servers: list[RunningServer] = []
-        try:
-            port = 0
-            for address, serial in zip(ADDRESSES, serials, strict=False):
-                behaviour = ServerBehaviour(zone=ZONE, zone_text=zone_text(serial, *ns))
-                server = await refserver.start(behaviour, host=address, port=port)
-                port = server.port
-                servers.append(server)
-            return Fleet(port, servers)
-        except OSError:  # the port was taken on a later address: try another one
-            for server in servers:
-                await server.close()
-    raise RuntimeError("no port free on every fleet address")
+from tests.zone_fleet import ADDRESSES, ZONE, Fleet, start_fleet
 
 
 @contextlib.asynccontextmanager
@@ -92,7 +53,7 @@ def with_fleet(test: Callable[[Fleet], Coroutine[Any, Any, None]]) -> Callable[[
             async with running_fleet() as fleet:
                 await test(fleet)
 
-        asyncio.run(asyncio.wait_for(body(), 30))
+        asyncio.run(asyncio.wait_for(body(), 60))
 
     run.__signature__ = inspect.Signature()  # type: ignore[attr-defined]
     return run
@@ -108,14 +69,14 @@ targets:
       refresh_min: 200ms
       refresh_max: 500ms
       parent: false
-      timeout: 1s
+      timeout: 2s
       serial_interval: 200ms{extra}
     probes:
       - {{name: soa, kind: query, qname: "@", qtype: SOA, interval: 1s, timeout: 1s}}
 """
 
 
-async def wait_for(render: Callable[[], str], pattern: str, seconds: float = 10.0) -> str:
+async def wait_for(render: Callable[[], str], pattern: str, seconds: float = 20.0) -> str:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         text = render()
