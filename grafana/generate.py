@@ -508,7 +508,23 @@ def operations_rows() -> list[Row]:
         overrides=[{"matcher": {"id": "byName", "options": "Value"},
                     "properties": [{"id": "unit", "value": "s"}]}],
     )  # fmt: skip
-    latency = Row("Latency and errors", [duration, p90, errors, success, last_run])
+    cert_expiry = table(
+        "TLS certificate expiry",
+        "Time left until the earliest notAfter in the certificate chain each DoT, DoH and "
+        "DoQ server presents; the DnsgapTlsCertificateExpiringSoon alert fires under 14 "
+        "days. Negative: already expired (handshakes then fail with "
+        "tls_certificate_invalid).",
+        f"min by (target, probe) (dnsgap_tls_cert_expiry_timestamp_seconds{{{SEL}}}) - time()",
+        sort_by=None,
+        overrides=[{"matcher": {"id": "byName", "options": "Value"},
+                    "properties": [
+                        {"id": "unit", "value": "s"},
+                        {"id": "custom.cellOptions", "value": {"type": "color-text"}},
+                        {"id": "thresholds", "value": steps(
+                            (None, "red"), (14 * 86400, "orange"), (30 * 86400, OK_COLOR))},
+                    ]}],
+    )  # fmt: skip
+    latency = Row("Latency and errors", [duration, p90, errors, success, last_run, cert_expiry])
 
     reload_ok = stat(
         "Config reload", "Whether the latest configuration (re)load succeeded.",
