@@ -65,9 +65,14 @@ def survey_specs(preset: str, zone: str, transport: SurveyTransport) -> tuple[Pr
                      is Transport.UDP else s for s in specs)  # fmt: skip
     if transport is SurveyTransport.TCP:
         return over_tcp
-    twins = tuple(dataclasses.replace(s, name=f"{s.name}_tcp", transport=Transport.TCP)
-                  for s in specs if s.transport is Transport.UDP)  # fmt: skip
-    return specs + twins
+    # Each UDP probe's TCP twin right after it: the matrix reads them side by side.
+    out: list[ProbeSpec] = []
+    for spec in specs:
+        out.append(spec)
+        if spec.transport is Transport.UDP:
+            out.append(dataclasses.replace(spec, name=f"{spec.name}_tcp",
+                                           transport=Transport.TCP))  # fmt: skip
+    return tuple(out)
 
 
 def probe_json(server: str, spec: ProbeSpec, result: ProbeResult) -> dict[str, object]:

@@ -177,8 +177,9 @@ def test_survey_specs_twin_udp_probes_over_tcp() -> None:
     udp = survey_specs("authoritative", "example.com.", SurveyTransport.UDP)
     both = survey_specs("authoritative", "example.com.", SurveyTransport.BOTH)
     tcp = survey_specs("authoritative", "example.com.", SurveyTransport.TCP)
-    udp_names = [s.name for s in udp if s.transport.value == "udp"]
-    assert [s.name for s in both] == [s.name for s in udp] + [f"{n}_tcp" for n in udp_names]
+    twinned = [name for s in udp for name in
+               ((s.name, f"{s.name}_tcp") if s.transport.value == "udp" else (s.name,))]
+    assert [s.name for s in both] == twinned
     assert [s.name for s in tcp] == [s.name for s in udp]
     assert {s.transport.value for s in tcp} == {"tcp"}
 
