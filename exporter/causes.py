@@ -39,6 +39,7 @@ class Cause(enum.StrEnum):
     NONE = "none"
     NOT_IMPLEMENTED = "not_implemented"
     REFUSED = "refused"
+    REFUSED_NON_RECURSIVE = "refused_non_recursive"
     NOT_AUTHORIZED = "not_authorized"
     NOT_ZONE = "not_zone"
     FORMAT_ERROR = "format_error"
@@ -84,6 +85,12 @@ REMEDIATION: Mapping[Cause, str] = {
         "REFUSED: the server implements the operation but policy forbids it for us "
         "(allow-transfer / allow-update / ACL). Add the prober's address to the ACL "
         "if it should be allowed."
+    ),
+    Cause.REFUSED_NON_RECURSIVE: (
+        "REFUSED with RA set, to a query with RD clear: the server is a resolver that "
+        "refuses non-recursive queries. Probe it with `rd: true` (the default for query "
+        "probes; `dnsgap probe` without --no-rd), or point the probe at an authoritative "
+        "server if that is what you meant to test."
     ),
     Cause.NOT_AUTHORIZED: (
         "NOTAUTH: the server is not authoritative for the zone, or (with TSIG) the key "
@@ -238,6 +245,10 @@ def classify(kind: ProbeKind, outcome: Outcome) -> Cause:
         return _classify_dso(outcome, rcode)
     if kind is ProbeKind.UPDATE and rcode in _UPDATE_PREREQ_RCODES:
         return Cause.NONE
+    if kind is ProbeKind.QUERY and rcode == REFUSED and outcome.ra_to_rd_clear:
+        # Unbound and Knot Resolver refuse RD=0 queries for data they would have to
+        # recurse for (RA says they are resolvers): not an ACL matter.
+        return Cause.REFUSED_NON_RECURSIVE
     if rcode == DSOTYPENI:
         return Cause.UNEXPECTED_RCODE
     return _RCODE_CAUSES.get(rcode, Cause.UNEXPECTED_RCODE)
@@ -302,7 +313,8 @@ _UNASSIGNED_RCODE = 4095
 
 @functools.lru_cache(maxsize=256)
 def possible_gap_series(kind: ProbeKind, transport: str, *, signed: bool = False,
-                        tcp_fallback: bool = True) -> frozenset[tuple[str, Cause]]:  # fmt: skip
+                        tcp_fallback: bool = True,
+                        sends_rd: bool = True) -> frozenset[tuple[str, Cause]]:  # fmt: skip
     """Every (``rcode`` label, cause) but ``none`` that a probe can report, pre-created
     at 0 so that ``increase()`` sees the very first occurrence.
 
@@ -327,6 +339,9 @@ def possible_gap_series(kind: ProbeKind, transport: str, *, signed: bool = False
         # RFC 8945 §5.2: a server reports a TSIG error with rcode NOTAUTH.
         outcomes += [Outcome(WireEvent.REPLY, NOTAUTH, transport=transport, tsig_error=error)
                      for error in (BADSIG, BADKEY, BADTIME, 22)]  # fmt: skip
+    if not sends_rd:
+        outcomes.append(Outcome(WireEvent.REPLY, REFUSED, transport=transport,
+                                ra_to_rd_clear=True))  # fmt: skip
     series = set()
     for outcome in outcomes:
         cause = classify(kind, outcome)

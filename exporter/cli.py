@@ -96,7 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("--opcode", type=int, default=15, help="raw opcode for --kind opcode")
     probe.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
     probe.add_argument("--serial", type=int, default=0, help="IXFR: the serial we claim")
-    probe.add_argument("--rd", action="store_true", help="set RD (recursion desired)")
+    probe.add_argument("--rd", action=argparse.BooleanOptionalAction, default=None,
+                       help="set RD (recursion desired); the default for --kind query "
+                       "(as dig sends it), --no-rd clears it")  # fmt: skip
     probe.add_argument("--header-flag", action="append", default=[], metavar="FLAG",
                        choices=sorted(HEADER_FLAGS),
                        help="also set this header bit (aa, tc, ra, z, ad, cd); repeatable")

@@ -222,7 +222,8 @@ class PairState:
         spec = self.spec
         for rcode, cause in possible_gap_series(spec.kind, spec.transport.value,
                                                 signed=spec.tsig_key is not None,
-                                                tcp_fallback=spec.tcp_fallback):  # fmt: skip
+                                                tcp_fallback=spec.tcp_fallback,
+                                                sends_rd=spec.sends_rd):  # fmt: skip
             self.responses.setdefault((rcode, cause.value), 0)
         if with_histogram and self.duration is None:
             self.duration = Histogram(DURATION_BUCKETS)

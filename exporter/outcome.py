@@ -106,6 +106,9 @@ class Outcome:
     details: dict[str, object] = field(default_factory=dict)
     #: Conformance checks the reply violates (:mod:`exporter.conformance` names).
     violations: tuple[str, ...] = ()
+    #: A reply to a query that had RD clear, with RA set: a resolver may refuse
+    #: non-recursive queries (see :func:`exporter.causes.classify`).
+    ra_to_rd_clear: bool = False
 
     @property
     def replied(self) -> bool:

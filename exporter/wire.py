@@ -33,6 +33,9 @@ from exporter.outcome import Outcome, WireEvent
 _HEADER = struct.Struct("!HHHHHH")
 _QR = 0x8000
 _TC = 0x0200
+_RA = 0x0080
+#: RD (0x0100) as seen in the high byte of the flags, the request's third byte.
+_RD_HIGH = 0x01
 
 # RFC 8945 §4.3: TSIG error values carried in a signed reply.
 _TSIG_ERRORS = {
@@ -116,7 +119,7 @@ def build_message(spec: ProbeSpec, target_zone: str) -> dns.message.Message:
         message: dns.message.Message = dns.message.make_query(
             spec.qname, _rdtype(spec.qtype), _rdclass(spec.qclass), use_edns=False
         )
-        _set_rd(message, spec.recursion_desired)
+        _set_rd(message, spec.sends_rd)
         message.flags |= spec.header_flags  # genreport's FULL tests: AA, AD, CD, Z ... set
         _apply_edns(message, spec.edns)
         return message
@@ -152,7 +155,7 @@ def build_message(spec: ProbeSpec, target_zone: str) -> dns.message.Message:
         message = dns.message.make_query(spec.qname, _rdtype(spec.qtype),
                                          _rdclass(spec.qclass), use_edns=False)
         message.flags = (spec.opcode & 0xF) << 11 | spec.header_flags
-        _set_rd(message, spec.recursion_desired)
+        _set_rd(message, spec.sends_rd)
         if not spec.question:
             message.question = []  # genreport `opcode`: the header alone, counts zero
         return message
@@ -371,7 +374,8 @@ def read_reply(
         judgement = judgement_or_none
     event, rcode, why, reply_opcode, tsig_error, details = judgement
     return Outcome(event, rcode, why, transport, reply_opcode, tsig_error,
-                   bytes_received=size, details=dict(details) if details else {})  # fmt: skip
+                   bytes_received=size, details=dict(details) if details else {},
+                   ra_to_rd_clear=bool(flags & _RA) and not request.wire[2] & _RD_HIGH)  # fmt: skip
 
 
 def _judge(request: WireRequest, wire: bytes, raw_rcode: int, opcode: int,

@@ -51,6 +51,20 @@ def test_rcode_maps_to_cause(kind: ProbeKind, rcode: int, cause: Cause) -> None:
     assert classify(kind, reply(rcode)) is cause
 
 
+def test_a_resolver_refusing_a_query_without_rd_is_its_own_cause() -> None:
+    refused = reply(5, ra_to_rd_clear=True)
+    assert classify(ProbeKind.QUERY, refused) is Cause.REFUSED_NON_RECURSIVE
+    assert "resolver that refuses non-recursive queries" in REMEDIATION[
+        Cause.REFUSED_NON_RECURSIVE]  # fmt: skip
+    # Without RA, or for a transfer, REFUSED is policy as ever.
+    assert classify(ProbeKind.QUERY, reply(5)) is Cause.REFUSED
+    assert classify(ProbeKind.AXFR, refused) is Cause.REFUSED
+    assert ("REFUSED", Cause.REFUSED_NON_RECURSIVE) in possible_gap_series(
+        ProbeKind.QUERY, "udp", sends_rd=False)  # fmt: skip
+    assert ("REFUSED", Cause.REFUSED_NON_RECURSIVE) not in possible_gap_series(
+        ProbeKind.QUERY, "udp")  # fmt: skip
+
+
 def test_notimp_to_dso_means_no_dso_at_all_not_a_missing_type() -> None:
     assert classify(ProbeKind.DSO_KEEPALIVE, reply(4, "tcp")) is Cause.DSO_NOT_IMPLEMENTED
 

@@ -172,6 +172,30 @@ def test_authoritative_survey_expands_to_the_documented_probes() -> None:
     assert probes["dso_push"].dso.push_name == "example.com."
 
 
+def test_a_query_probe_sets_rd_unless_told_and_other_kinds_never_do() -> None:
+    config = parse("""
+        targets:
+          - name: r
+            server: 127.0.0.1
+            probes:
+              - {name: plain, kind: query, qname: www.example.}
+              - {name: norec, kind: query, qname: www.example., rd: false}
+              - {name: op, kind: opcode, opcode: 3}
+              - {name: xfr, kind: axfr}
+              - {name: upd, kind: update}
+    """)
+    sends = {p.name: p.sends_rd for p in config.targets[0].probes}
+    assert sends == {"plain": True, "norec": False, "op": False, "xfr": False, "upd": False}
+
+
+def test_authoritative_survey_clears_rd_on_its_queries() -> None:
+    # An authoritative server is asked without RD (dig +norec, genreport): explicit.
+    for preset in ("authoritative", "compliance"):
+        queries = [p for p in survey_probes(preset) if p.kind is ProbeKind.QUERY]
+        assert queries
+        assert {p.name for p in queries if p.sends_rd} <= {"rd", "nameserver01"}, preset
+
+
 def test_recursive_survey_sets_rd_and_has_no_transfers_or_updates() -> None:
     probes = {p.name: p for p in survey_probes("recursive")}
     assert probes["soa"].recursion_desired

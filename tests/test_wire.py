@@ -55,6 +55,24 @@ def test_update_is_prerequisite_only_on_a_random_name_in_the_zone() -> None:
     assert first.prerequisite[0].name != second.prerequisite[0].name
 
 
+def test_a_query_sets_rd_by_default_and_every_other_kind_clears_it() -> None:
+    assert parsed(ProbeKind.QUERY).flags & dns.flags.RD
+    assert not parsed(ProbeKind.QUERY, recursion_desired=False).flags & dns.flags.RD
+    for kind in (ProbeKind.AXFR, ProbeKind.IXFR, ProbeKind.UPDATE, ProbeKind.NOTIFY,
+                 ProbeKind.OPCODE):  # fmt: skip
+        assert not parsed(kind, qname="gap.test.").flags & dns.flags.RD, kind
+
+
+def test_refused_with_ra_to_a_query_without_rd_is_flagged_as_such() -> None:
+    for rd, ra, flagged in ((False, True, True), (True, True, False), (False, False, False)):
+        request = build_request(spec(ProbeKind.QUERY, recursion_desired=rd), "gap.test.")
+        response = dns.message.make_response(dns.message.from_wire(request.wire))
+        response.set_rcode(dns.rcode.REFUSED)
+        response.flags = (response.flags | dns.flags.RA) if ra else response.flags & ~dns.flags.RA
+        outcome = read_reply(request, response.to_wire(), "udp")
+        assert outcome.ra_to_rd_clear is flagged, (rd, ra)
+
+
 def test_notify_sets_the_notify_opcode_and_aa() -> None:
     message = parsed(ProbeKind.NOTIFY)
     assert message.opcode() == dns.opcode.NOTIFY

@@ -157,7 +157,7 @@ _PROBE_TYPES: Mapping[str, Schema] = {
     "qname": _DNS_NAME,
     "qtype": _RRTYPE,
     "qclass": _RRCLASS,
-    "rd": _bool("recursion desired"),
+    "rd": _bool("recursion desired (default: set for query, clear for other kinds)"),
     "header_flags": {
         "description": "header bits to set besides RD",
         "type": "array", "items": {"enum": ["aa", "tc", "ra", "z", "ad", "cd"]},

@@ -129,7 +129,10 @@ class ProbeSpec:
     qname: str = "."
     qtype: int = 6  # SOA
     qclass: int = 1
-    recursion_desired: bool = False
+    #: RD; None is the kind's default: set for ``query`` (as dig, blackbox_exporter and
+    #: dns_exporter send a plain query, so a resolver answers it), clear for every
+    #: other kind (transfers, UPDATE, NOTIFY, raw opcodes).
+    recursion_desired: bool | None = None
     #: Other header bits to set (AA 0x0400, TC 0x0200, RA 0x0080, Z 0x0040, AD 0x0020,
     #: CD 0x0010): genreport's FULL tests set each, `opcodeflg` all of them.
     header_flags: int = 0
@@ -158,6 +161,13 @@ class ProbeSpec:
     fallback: FallbackSettings | None = None
     #: ``notify`` probes only run when this is True (they make secondaries refresh).
     allow_notify: bool = False
+
+    @property
+    def sends_rd(self) -> bool:
+        """Whether the request sets RD (``recursion_desired``, or the kind's default)."""
+        if self.recursion_desired is None:
+            return self.kind is ProbeKind.QUERY
+        return self.recursion_desired
 
 
 @dataclass(frozen=True, slots=True)
