@@ -307,6 +307,15 @@ def rcode_label(rcode: int | None) -> str:
 _UDP_EVENTS = (WireEvent.TIMEOUT, WireEvent.CONNECTION_REFUSED, WireEvent.MISMATCHED,
                WireEvent.MALFORMED, WireEvent.NETWORK_ERROR)  # fmt: skip
 _STREAM_EVENTS = (*_UDP_EVENTS, WireEvent.CLOSED, WireEvent.RESET)
+#: What the encrypted transports add: handshake, certificate, HTTP/2 and QUIC failures.
+_HANDSHAKE_EVENTS = (WireEvent.TLS_ERROR, WireEvent.CERT_INVALID)
+_ENCRYPTED_EVENTS: Mapping[str, tuple[WireEvent, ...]] = {
+    "tls": _HANDSHAKE_EVENTS,
+    "doh": (*_HANDSHAKE_EVENTS, WireEvent.ALPN_MISMATCH, WireEvent.HTTP_STATUS,
+            WireEvent.CONTENT_TYPE, WireEvent.STREAM_RESET),
+    "doq": (*_HANDSHAKE_EVENTS, WireEvent.ALPN_MISMATCH, WireEvent.QUIC_HANDSHAKE_TIMEOUT,
+            WireEvent.QUIC_VERSION_MISMATCH, WireEvent.STREAM_RESET),
+}  # fmt: skip
 #: One rcode outside the labelled ones, standing for every unassigned value.
 _UNASSIGNED_RCODE = 4095
 
@@ -326,9 +335,10 @@ def possible_gap_series(kind: ProbeKind, transport: str, *, signed: bool = False
         if not kind.is_dso:
             events = _STREAM_EVENTS if tcp_fallback else (*_UDP_EVENTS, WireEvent.TRUNCATED)
     else:
-        events = (*_STREAM_EVENTS, *((WireEvent.TLS_ERROR,) if transport == "tls" else ()))
+        events = (*_STREAM_EVENTS, *_ENCRYPTED_EVENTS.get(transport, ()))
         if kind.is_dso:
-            events = (*events, WireEvent.NOT_SENT)  # held back during a Retry Delay
+            # held back during a Retry Delay; refused over DoH and DoQ
+            events = (*events, WireEvent.NOT_SENT)
     outcomes = [Outcome(event, transport=transport) for event in events]
     for rcode in (*RCODE_NAMES, _UNASSIGNED_RCODE):
         outcomes.append(Outcome(WireEvent.REPLY, rcode, transport=transport))

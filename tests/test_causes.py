@@ -178,6 +178,12 @@ def test_every_cause_a_probe_can_report_is_precreated_with_its_rcode_label() -> 
     assert ("none", Cause.TRUNCATED) in possible_gap_series(ProbeKind.QUERY, "udp",
                                                             tcp_fallback=False)  # fmt: skip
     assert ("none", Cause.TLS_ERROR) in possible_gap_series(ProbeKind.AXFR, "tls")
+    doh = possible_gap_series(ProbeKind.QUERY, "doh")
+    doq = possible_gap_series(ProbeKind.QUERY, "doq")
+    for event in (WireEvent.CERT_INVALID, WireEvent.HTTP_STATUS, WireEvent.STREAM_RESET):
+        assert ("none", classify(ProbeKind.QUERY, Outcome(event))) in doh, event
+    for event in (WireEvent.QUIC_HANDSHAKE_TIMEOUT, WireEvent.QUIC_VERSION_MISMATCH):
+        assert ("none", classify(ProbeKind.QUERY, Outcome(event))) in doq, event
     signed = possible_gap_series(ProbeKind.AXFR, "tcp", signed=True)
     assert {("NOTAUTH", Cause.BAD_SIGNATURE), ("NOTAUTH", Cause.BAD_KEY)} <= signed
     # UPDATE's prerequisite rcodes are answers, not gaps
