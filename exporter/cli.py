@@ -24,6 +24,7 @@ from exporter.config import (
     DEFAULT_LISTEN,
     DEFAULT_PORTS,
     HEADER_FLAGS,
+    PRESET_ROLES,
     SURVEY_PRESETS,
     ConfigError,
     DiscoverySettings,
@@ -264,7 +265,8 @@ def _survey_targets(args: argparse.Namespace, zone: str) -> list[Target]:
 
     if args.server:
         host, port = parse_server(args.server)
-        return [Target(name=args.server, host=host, port=port, probes=(), zone=zone)]
+        return [Target(name=args.server, host=host, port=port, probes=(), zone=zone,
+                       role=PRESET_ROLES.get(args.preset))]  # fmt: skip
     resolver = parse_server(args.resolver) if args.resolver else None
     settings = DiscoverySettings(resolver=resolver, port=args.port or 53,
                                  max_addresses=64)  # fmt: skip

@@ -12,7 +12,7 @@ import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from exporter import dso_client
+from exporter import conformance, dso_client
 from exporter.causes import REMEDIATION, Cause
 from exporter.config import Config, ProbeSpec, Target, Transport, survey_probes
 from exporter.metrics import MetricsState
@@ -102,9 +102,15 @@ def report_json(report: SurveyReport) -> dict[str, object]:
 
 
 def cell(result: ProbeResult | None) -> str:
-    """What the matrix shows: ``ok``, or the cause of the gap."""
+    """What the matrix shows: ``ok``, the cause of the gap, or for an answer that is no
+    gap but violates a conformance check (docs/conformance.md), that check: an answer
+    that misses its expectation is never ``ok`` (kresd's NOERROR to EDNS version 1
+    shows ``badversion``)."""
     if result is None:
         return "-"
+    if result.cause is Cause.NONE and result.outcome.violations:
+        named = [v for v in result.outcome.violations if v != "rcode"]
+        return (named or ["rcode"])[0]
     return "ok" if result.success else result.cause.value
 
 
@@ -118,7 +124,8 @@ def _paint(text: str, width: int, result: ProbeResult | None, colour: bool) -> s
     padded = text.ljust(width)
     if not colour or result is None:
         return padded
-    tint = _GREEN if result.success else _YELLOW if result.cause in _SILENT else _RED
+    ok = result.success and not result.outcome.violations
+    tint = _GREEN if ok else _YELLOW if result.cause in _SILENT else _RED
     return f"{tint}{padded}{_RESET}"
 
 
@@ -152,6 +159,11 @@ def render_matrix(report: SurveyReport, *, colour: bool) -> str:
     if gaps:
         lines.append("")
         lines += [f"{cause.value}: {REMEDIATION[cause]}" for cause in gaps]
+    shown = {cell(r) for s in report.servers for r in s.results.values()}
+    checks = [name for name in conformance.NAMES if name in shown]
+    if checks:
+        lines.append("")
+        lines += [f"{name}: {conformance.remediation(name)}" for name in checks]
     return "\n".join(lines) + "\n"
 
 

@@ -485,3 +485,20 @@ def test_udp_reply_bigger_than_the_advertised_buffer_is_toobig() -> None:
             return (await run_probe(target, spec)).outcome.violations
 
     assert asyncio.run(scenario()) == ("toobig",)
+
+
+def test_dnsgap_survey_shows_a_violated_check_never_ok() -> None:
+    from exporter.causes import Cause
+    from exporter.outcome import Outcome, WireEvent
+    from exporter.probes import ProbeResult
+    from exporter.survey import cell
+
+    def result(success: bool, *violations: str) -> ProbeResult:
+        outcome = Outcome(WireEvent.REPLY, 0, violations=violations)
+        return ProbeResult(outcome, Cause.NONE, success, 0.001, 0.0)
+
+    # kresd's NOERROR to EDNS version 1: no gap cause, yet not what was expected.
+    assert cell(result(False, "rcode", "badversion", "soa")) == "badversion"
+    assert cell(result(True, "z")) == "z"  # dnsmasq's zflag: NOERROR with Z echoed
+    assert cell(result(False, "rcode")) == "rcode"
+    assert cell(result(True)) == "ok"

@@ -30,7 +30,7 @@ from exporter.config.schema import (
     TsigKey,
     ZoneTarget,
 )
-from exporter.config.targets import RESERVED_LABELS
+from exporter.config.targets import PRESET_ROLES, RESERVED_LABELS
 from exporter.config.values import parse_duration, parse_server
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_PORTS",
     "ENCRYPTED_TRANSPORTS",
     "HEADER_FLAGS",
+    "PRESET_ROLES",
     "RESERVED_LABELS",
     "SURVEY_PRESETS",
     "Config",

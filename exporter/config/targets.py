@@ -41,7 +41,7 @@ _TARGET_KEYS = ("name", "server", "discover", "zone", "tls", "labels", "role", "
 #: The server role a survey preset implies, when the target does not say
 #: (docs/conformance.md: the role conformance checks).
 ROLES = ("authoritative", "recursive")
-_PRESET_ROLES = {"authoritative": "authoritative", "compliance": "authoritative",
+PRESET_ROLES = {"authoritative": "authoritative", "compliance": "authoritative",
                  "recursive": "recursive"}  # fmt: skip
 
 
@@ -127,7 +127,7 @@ def _target(ctx: _Ctx, src: _Src, env: _Env) -> Target | ZoneTarget | None:
                 probes.append((spec, item))
     if "survey" not in fields and "probes" not in fields:
         ctx.fail(src.node, f"{src.key}.probes", "expected `probes:` or `survey:` (got neither)")
-    role = _PRESET_ROLES.get(survey or "")
+    role = PRESET_ROLES.get(survey or "")
     if "role" in fields:
         role = ctx.get(fields["role"], _str)
         if role not in ROLES:
