@@ -47,6 +47,10 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("dnsgap_probe_duration_seconds", "histogram", "Duration of probe exchanges."),
     ("dnsgap_probe_last_run_timestamp_seconds", "gauge",
      "Unix time the probe last completed."),
+    ("dnsgap_probe_interval_seconds", "gauge",
+     "Configured interval of the scheduled probe (stale when last run is several behind)."),
+    ("dnsgap_support_gap_since_timestamp_seconds", "gauge",
+     "Unix time the probe's current support-gap cause (or none) was first seen."),
     ("dnsgap_gap_changes_total", "counter",
      "Times the probe's support-gap cause changed from one outcome to the next."),
     ("dnsgap_probe_info", "gauge", "What a probe sends, as labels; always 1."),
@@ -439,8 +443,8 @@ class MetricsState:
     def render(self, *, include_self: bool = True) -> str:
         """Prometheus text exposition (version 0.0.4) of the whole state.
 
-        ``include_self=False`` leaves out the exporter's own metrics (for /probe,
-        which returns only the metrics of that one probe)."""
+        ``include_self=False`` leaves out the exporter's own metrics and the probe's
+        schedule (for /probe, which returns only the metrics of that one probe)."""
         return "".join(self.render_chunks(include_self=include_self, lines_per_chunk=1 << 62))
 
     def render_chunks(self, *, include_self: bool = True,
@@ -460,7 +464,7 @@ class MetricsState:
                 continue
             header = f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n"
             wrote_header = False
-            for line in self._samples(name):
+            for line in self._samples(name, include_schedule=include_self):
                 if not wrote_header:
                     out.append(header)
                     wrote_header = True
@@ -473,7 +477,7 @@ class MetricsState:
         if out:
             yield "".join(out)
 
-    def _samples(self, name: str) -> Iterator[str]:
+    def _samples(self, name: str, *, include_schedule: bool = True) -> Iterator[str]:
         # Snapshots: a reload may add or drop pairs while a chunked scrape is paused.
         pairs = list(self.pairs.values())
         if name == "dnsgap_probe_responses_total":
@@ -500,6 +504,15 @@ class MetricsState:
             for s in pairs:
                 if s.last_run is not None:
                     yield f"{name}{{{s.key}}} {s.last_run:.3f}\n"
+        elif name == "dnsgap_probe_interval_seconds":
+            # Scheduled pairs only: a /probe answer runs when Prometheus scrapes it.
+            if include_schedule:
+                for s in pairs:
+                    yield f"{name}{{{s.key}}} {_fmt(s.spec.interval)}\n"
+        elif name == "dnsgap_support_gap_since_timestamp_seconds":
+            for s in pairs:
+                if s.since is not None:
+                    yield f"{name}{{{s.key}}} {s.since:.3f}\n"
         elif name == "dnsgap_gap_changes_total":
             for s in pairs:
                 yield f"{name}{{{s.key}}} {s.gap_changes}\n"
