@@ -1,14 +1,20 @@
 """End to end: a real Prometheus (Debian `prometheus`) scrapes `dnsgap demo` with the
-alert rules loaded. Through Prometheus' HTTP API: the README's series exist with the
-documented labels, the NOTIMP and DSOTYPENI alerts fire, and every Grafana panel query
-returns data."""
+shipped alert rules, their `for:` shortened in a test copy. The job is relabelled as the
+Prometheus Operator does for a PodMonitor (`monitoring/dnsgap`). Through Prometheus'
+HTTP API: the README's series exist with the documented labels, every Grafana panel
+query returns data, and the alert scenario of issue 12 holds: a new-gap alert fires for
+demo-regress after its change and for no other target, the exporter restarted under a
+new instance label raises no new-gap alert, and the exporter stopped raises
+DnsgapExporterDown."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -20,9 +26,9 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.demo import REGRESS_AFTER_SECONDS
+from exporter.demo import _DEMO_CONFIG, REGRESS_AFTER_SECONDS
 from tests.conftest import free_port
-from tests.live_demo import ROOT, running_demo, wait_for_metrics
+from tests.live_demo import DEMO_SETTLED, ROOT, running_demo, wait_for_metrics
 from tests.support import stop_process
 from tests.test_metric_reference import DEMO_INFO_EXTRA_LABELS, readme_metric_table
 
@@ -31,17 +37,20 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
 
-#: The test copy of alerts.yml shortens `for: 1m` to this ...
+#: The test copy of alerts.yml shortens every `for:` to this; nothing else changes.
 TEST_FOR = "5s"
-#: ... and the "new gap" look-back `offset 1h` to this, so that a healthy-then-gap
-#: transition fits in the test. demo-regress turns NOTIMP/DSOTYPENI after
-#: REGRESS_AFTER_SECONDS, i.e. after Prometheus has more than this much healthy history.
-TEST_NEW_WINDOW = "30s"
-assert REGRESS_AFTER_SECONDS > 30 + 10
+#: What the Prometheus Operator makes of `PodMonitor monitoring/dnsgap`: the scrape
+#: job's name, and the `job` label it relabels every series to.
+OPERATOR_SCRAPE_JOB = "podMonitor/monitoring/dnsgap/0"
+JOB = "monitoring/dnsgap"
+NEW_GAP_ALERTS = ("DnsgapNewNotImp", "DnsgapNewDsoTypeNotImplemented", "DnsgapNewGap")
 
 #: Grafana variables -> values a plain /api/v1/query accepts (All = ".*").
 GRAFANA_VARIABLES = {
     "${target}": ".*", "$target": ".*", "${probe}": ".*", "$probe": ".*",
+    "${job}": ".*", "$job": ".*", "${instance}": ".*", "$instance": ".*",
+    "${cause}": ".*", "$cause": ".*", "${kind}": ".*", "$kind": ".*",
+    "${transport}": ".*", "$transport": ".*", "${unexpected}": "0", "$unexpected": "0",
     "$__rate_interval": "1m", "$__interval": "15s", "$__range": "1m",
 }  # fmt: skip
 
@@ -50,22 +59,23 @@ GRAFANA_VARIABLES = {
 class Stack:
     demo: str
     prometheus: str
-    original_rules: str
     test_rules: str
+    #: Prometheus' file_sd list of the job's targets: rewrite it to move the exporter.
+    targets_file: Path
+    tmp: Path
     #: time.monotonic() when Prometheus became ready
     started: float
 
 
-def _test_rules(original: dict[str, Any]) -> dict[str, Any]:
-    """alerts.yml with shorter `for:` and "new" window; group names say it is the copy."""
+def shortened_rules(original: dict[str, Any], for_: str = TEST_FOR) -> dict[str, Any]:
+    """alerts.yml with every `for:` shortened; group names say it is the copy."""
     groups = []
     for group in original["groups"]:
         rules = []
         for shipped in group["rules"]:
             rule = dict(shipped)
             if "for" in rule:
-                rule["for"] = TEST_FOR
-            rule["expr"] = rule["expr"].replace("offset 1h", f"offset {TEST_NEW_WINDOW}")
+                rule["for"] = for_
             rules.append(rule)
         groups.append({**group, "name": f"{group['name']}-test-copy", "rules": rules})
     return {"groups": groups}
@@ -117,31 +127,38 @@ def _running_prometheus(config: Path, storage: Path) -> Iterator[str]:
         log.close()
 
 
+def _point_job_at(targets_file: Path, base_url: str) -> None:
+    """The job's one target, written atomically (Prometheus watches the file)."""
+    tmp = targets_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps([{"targets": [base_url.removeprefix("http://")]}]))
+    tmp.replace(targets_file)
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("prometheus")
-    original = yaml.safe_load(ALERTS.read_text())
-    test_rules = tmp / "alerts-test-copy.yml"
-    test_rules.write_text(yaml.safe_dump(_test_rules(original), sort_keys=False))
+    rules = tmp / "alerts-test-copy.yml"
+    rules.write_text(yaml.safe_dump(shortened_rules(yaml.safe_load(ALERTS.read_text())),
+                                    sort_keys=False))  # fmt: skip
+    targets_file = tmp / "dnsgap-targets.json"
     with running_demo() as demo:
         wait_for_metrics(demo, r"^dnsgap_build_info")
-        host_port = demo.removeprefix("http://")
+        _point_job_at(targets_file, demo)
         config = {
             "global": {"scrape_interval": "2s", "scrape_timeout": "2s",
                        "evaluation_interval": "1s"},
-            # The unmodified rules and the test copy side by side.
-            "rule_files": [str(ALERTS), str(test_rules)],
-            "scrape_configs": [
-                {"job_name": "dnsgap", "static_configs": [{"targets": [host_port]}]},
-                # Nothing listens here: DnsgapExporterDown must fire for it.
-                {"job_name": "dnsgap-gone",
-                 "static_configs": [{"targets": [f"127.0.0.1:{free_port()}"]}]},
-            ],
+            "rule_files": [str(rules)],
+            "scrape_configs": [{
+                "job_name": OPERATOR_SCRAPE_JOB,
+                "file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": "5s"}],
+                # As the Operator does: the job label is the PodMonitor's namespace/name.
+                "relabel_configs": [{"target_label": "job", "replacement": JOB}],
+            }],
         }  # fmt: skip
         config_file = tmp / "prometheus.yml"
         config_file.write_text(yaml.safe_dump(config, sort_keys=False))
         with _running_prometheus(config_file, tmp / "data") as prometheus:
-            yield Stack(demo, prometheus, str(ALERTS), str(test_rules), time.monotonic())
+            yield Stack(demo, prometheus, str(rules), targets_file, tmp, time.monotonic())
 
 
 def _wait(what: str, check: Any, seconds: float) -> Any:
@@ -156,22 +173,20 @@ def _wait(what: str, check: Any, seconds: float) -> Any:
         time.sleep(1)
 
 
-def _alerts(stack: Stack, rules_file: str, alert: str, state: str) -> list[dict[str, str]]:
-    """Label sets of ``alert``'s instances in ``state`` from one rules file."""
-    found = []
-    for group in _api(stack.prometheus, "/api/v1/rules", type="alert")["groups"]:
-        if group["file"] != rules_file:
-            continue
-        for rule in group["rules"]:
-            if rule["name"] == alert:
-                found += [a["labels"] for a in rule["alerts"] if a["state"] == state]
-    return found
+def _active_alerts(stack: Stack) -> list[dict[str, Any]]:
+    """Every pending or firing alert: {"labels", "state", "activeAt", ...}."""
+    alerts: list[dict[str, Any]] = _api(stack.prometheus, "/api/v1/alerts")["alerts"]
+    return alerts
 
 
-def _firing_for(stack: Stack, rules_file: str, alert: str, target: str,
-                probe: str) -> bool:  # fmt: skip
-    return any(labels.get("target") == target and labels.get("probe") == probe
-               for labels in _alerts(stack, rules_file, alert, "firing"))  # fmt: skip
+def _firing(stack: Stack, alert: str, **where: str) -> list[dict[str, Any]]:
+    return [a for a in _active_alerts(stack)
+            if a["labels"]["alertname"] == alert and a["state"] == "firing"
+            and all(a["labels"].get(k) == v for k, v in where.items())]  # fmt: skip
+
+
+def _new_gap_alerts(stack: Stack) -> list[dict[str, Any]]:
+    return [a for a in _active_alerts(stack) if a["labels"]["alertname"] in NEW_GAP_ALERTS]
 
 
 # -- series ---------------------------------------------------------------------------
@@ -182,7 +197,7 @@ def test_prometheus_has_every_readme_metric_with_the_documented_labels(stack: St
 
     def series() -> list[dict[str, str]] | None:
         found: list[dict[str, str]] = _api(stack.prometheus, "/api/v1/series",
-                                           **{"match[]": '{job="dnsgap",__name__=~"dnsgap_.+"}'})
+                                           **{"match[]": f'{{job="{JOB}",__name__=~"dnsgap_.+"}}'})
         names = {s["__name__"] for s in found}
         # Histograms are stored as their _bucket/_sum/_count series.
         missing = [r.name for r in rows
@@ -210,76 +225,13 @@ def test_prometheus_has_every_readme_metric_with_the_documented_labels(stack: St
 
 
 def test_gap_series_exist_at_zero_before_the_regression_and_one_after(stack: Stack) -> None:
-    sel = 'job="dnsgap",target="demo-regress",probe="update",cause="not_implemented"'
+    sel = f'job="{JOB}",target="demo-regress",probe="update",cause="not_implemented"'
     _wait("demo-regress/update NOTIMP", lambda: [
         r for r in _query(stack.prometheus, f"dnsgap_support_gap{{{sel}}}")
         if r["value"][1] == "1"], REGRESS_AFTER_SECONDS + 30)  # fmt: skip
     # The same series was there, at 0, before the gap: increase() sees the first NOTIMP.
     history = _query(stack.prometheus, f"min_over_time(dnsgap_support_gap{{{sel}}}[5m])")
     assert [r["value"][1] for r in history] == ["0"]
-
-
-# -- alerts ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("alert", "probe", "cause"), [
-    ("DnsgapNewNotImp", "update", "not_implemented"),
-    ("DnsgapNewDsoTypeNotImplemented", "dso_push", "dso_type_not_implemented"),
-])  # fmt: skip
-def test_new_gap_alert_fires_after_a_healthy_then_gap_transition(
-    stack: Stack, alert: str, probe: str, cause: str
-) -> None:
-    """The test copy (look-back TEST_NEW_WINDOW) fires for demo-regress, which was
-    healthy and then regressed; at that moment Prometheus really has the healthy sample
-    from TEST_NEW_WINDOW ago, so the alert fires for a transition, not for missing data."""
-    _wait(f"{alert} firing for demo-regress/{probe}",
-          lambda: _firing_for(stack, stack.test_rules, alert, "demo-regress", probe),
-          REGRESS_AFTER_SECONDS + 60)  # fmt: skip
-    then = _query(stack.prometheus, f'dnsgap_support_gap{{job="dnsgap",target="demo-regress",'
-                  f'probe="{probe}",cause="{cause}"}} offset {TEST_NEW_WINDOW}')  # fmt: skip
-    assert [r["value"][1] for r in then] == ["0"]
-
-
-def test_a_gap_present_for_the_whole_window_is_not_new(stack: Stack) -> None:
-    """demo-dso-nopush answers DSOTYPENI from start-up: once Prometheus has its gap
-    from TEST_NEW_WINDOW ago (plus 3 s for rule evaluation), the copy does not fire."""
-    sel = ('job="dnsgap",target="demo-dso-nopush",probe="dso_push",'
-           'cause="dso_type_not_implemented"')  # fmt: skip
-    _wait("a DSOTYPENI sample 33 s old", lambda: [
-        r for r in _query(stack.prometheus, f"dnsgap_support_gap{{{sel}}} offset 33s")
-        if r["value"][1] == "1"], 90)  # fmt: skip
-    for state in ("pending", "firing"):
-        assert not [labels for labels in _alerts(stack, stack.test_rules,
-                                                 "DnsgapNewDsoTypeNotImplemented", state)
-                    if labels["target"] == "demo-dso-nopush"]  # fmt: skip
-
-
-@pytest.mark.parametrize(("alert", "target", "probe"), [
-    # "New" with the shipped rules: no data from an hour ago (a freshly added target).
-    ("DnsgapNewNotImp", "demo-auth", "update"),
-    ("DnsgapNewDsoTypeNotImplemented", "demo-dso-nopush", "dso_push"),
-])  # fmt: skip
-def test_shipped_rules_fire_notimp_and_dsotypeni_on_the_demo(
-    stack: Stack, alert: str, target: str, probe: str
-) -> None:
-    _wait(f"{alert} (alerts.yml, for: 1m) firing for {target}/{probe}",
-          lambda: _firing_for(stack, stack.original_rules, alert, target, probe), 120)
-
-
-@pytest.mark.parametrize(("alert", "where"), [
-    ("DnsgapDsoNotImplemented", {"target": "demo-no-dso", "probe": "dso_keepalive"}),
-    ("DnsgapProbeSilent", {"target": "demo-auth", "probe": "opcode15"}),
-    ("DnsgapProbeFailing", {"target": "demo-auth", "probe": "axfr"}),
-    ("DnsgapExporterDown", {"job": "dnsgap-gone"}),
-])  # fmt: skip
-def test_other_alerts_fire_in_the_test_copy(
-    stack: Stack, alert: str, where: dict[str, str]
-) -> None:
-    def firing() -> bool:
-        return any(all(labels.get(k) == v for k, v in where.items())
-                   for labels in _alerts(stack, stack.test_rules, alert, "firing"))  # fmt: skip
-
-    _wait(f"{alert} firing for {where}", firing, 60)
 
 
 # -- dashboards -----------------------------------------------------------------------
@@ -318,7 +270,7 @@ def test_every_dashboard_panel_query_returns_data(stack: Stack) -> None:
     # Range panels ($__range = 1m) need a minute of history, and the gap-change panels a
     # change: wait for demo-regress to regress, and for a minute of scrapes.
     _wait("demo-regress regressed", lambda: _query(
-        stack.prometheus, 'dnsgap_gap_changes_total{job="dnsgap",target="demo-regress"} > 0'),
+        stack.prometheus, f'dnsgap_gap_changes_total{{job="{JOB}",target="demo-regress"}} > 0'),
         REGRESS_AFTER_SECONDS + 30)  # fmt: skip
     time.sleep(max(0.0, stack.started + 65 - time.monotonic()))
     empty = []
@@ -326,3 +278,86 @@ def test_every_dashboard_panel_query_returns_data(stack: Stack) -> None:
         if not _query(stack.prometheus, _promql(expr)):
             empty.append(f"{dashboard}: {title}: {expr}")
     assert empty == [], "panels with No data on the demo:\n" + "\n".join(empty)
+
+
+# -- alerts (last: the scenario restarts and stops the exporter) ----------------------
+
+
+def _exporter_config(demo: str, listen: str) -> str:
+    """The demo's own config, pointed at the demo's running servers (their addresses are
+    on dnsgap_probe_info): a second exporter that probes the very same servers."""
+    text = wait_for_metrics(demo, *DEMO_SETTLED)
+    ports = dict(re.findall(r'^dnsgap_probe_info\{target="([^"]+)",probe="[^"]+",'
+                            r'server="127\.0\.0\.1:(\d+)"', text, re.MULTILINE))  # fmt: skip
+    return f'http:\n  listen: "{listen}"\n' + _DEMO_CONFIG.format_map(ports)
+
+
+@contextlib.contextmanager
+def _running_exporter(config: Path, listen: str) -> Iterator[subprocess.Popen[bytes]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "serve", "--config", str(config),
+         "--listen", listen], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield process
+    finally:
+        stop_process(process)
+
+
+@pytest.mark.timeout(300)
+def test_alert_scenario_new_gap_restart_under_a_new_instance_and_exporter_down(
+    stack: Stack,
+) -> None:
+    """One bounded run (about two minutes) of the story issue 12 tells."""
+
+    def only_demo_regress() -> list[dict[str, Any]]:
+        alerts = _new_gap_alerts(stack)
+        others = [a["labels"] for a in alerts if a["labels"]["target"] != "demo-regress"]
+        assert others == [], f"new-gap alerts for targets that did not change: {others}"
+        return alerts
+
+    # 1. demo-regress turns NOTIMP (UPDATE) and DSOTYPENI (DNS Push) after 45 s; the
+    #    other targets have had their gaps from the start and never look new.
+    def both_firing() -> list[dict[str, Any]]:
+        firing = {(a["labels"]["alertname"], a["labels"]["probe"])
+                  for a in only_demo_regress() if a["state"] == "firing"}  # fmt: skip
+        wanted = {("DnsgapNewNotImp", "update"), ("DnsgapNewDsoTypeNotImplemented", "dso_push")}
+        return [a for a in _new_gap_alerts(stack) if a["state"] == "firing"] if (
+            firing >= wanted) else []
+
+    before = _wait("new-gap alerts firing for demo-regress", both_firing,
+                   REGRESS_AFTER_SECONDS + 60)
+    assert {a["labels"]["job"] for a in before} == {JOB}
+    assert all("instance" not in a["labels"] for a in before)
+    active_at = {(a["labels"]["alertname"], a["labels"]["probe"]): a["activeAt"]
+                 for a in before}  # fmt: skip
+
+    # 2. The exporter restarts under a new instance label (a new pod IP): a new process
+    #    probing the same servers, already regressed, so every outcome it sees is a
+    #    first one. Prometheus' target moves to it.
+    listen = f"127.0.0.1:{free_port()}"
+    config = stack.tmp / "restarted.yml"
+    config.write_text(_exporter_config(stack.demo, listen))
+    with _running_exporter(config, listen):
+        wait_for_metrics(f"http://{listen}", *DEMO_SETTLED)
+        _point_job_at(stack.targets_file, f"http://{listen}")
+        _wait("Prometheus scrapes the restarted exporter", lambda: _query(
+            stack.prometheus, f'up{{job="{JOB}",instance="{listen}"}} == 1'), 30)
+        # Long enough for every pair's outcome to come from the new instance and for
+        # any new alert to pass the test copy's `for:`.
+        deadline = time.monotonic() + 25
+        while time.monotonic() < deadline:
+            alerts = only_demo_regress()
+            # The same two alerts, never resolved and re-fired in between.
+            assert {(a["labels"]["alertname"], a["labels"]["probe"]): a["activeAt"]
+                    for a in alerts} == active_at, alerts  # fmt: skip
+            time.sleep(1)
+        assert _query(stack.prometheus, f'dnsgap_build_info{{job="{JOB}",instance="{listen}"}}')
+
+    # 3. The exporter stops; its target stays: DnsgapExporterDown, with the job label
+    #    the Operator gives, and nothing else for the same problem.
+    down = _wait("DnsgapExporterDown firing", lambda: _firing(
+        stack, "DnsgapExporterDown", job=JOB, instance=listen), 60)
+    assert len(down) == 1
+    assert down[0]["labels"]["severity"] == "critical"
+    assert not _firing(stack, "DnsgapProbeScrapeFailed")
+    assert len(_firing(stack, "DnsgapExporterDown")) == 1  # the dead-man holds back
