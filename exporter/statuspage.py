@@ -9,27 +9,11 @@ from collections.abc import Iterable
 from exporter import __version__
 from exporter.causes import REMEDIATION, Cause, rcode_name
 from exporter.metrics import PairState
+from exporter.palette import EXPECTED, GAP_SWATCHES, LEGEND, cell_swatch, cell_text
 
-_CAUSE_CLASS = {
-    Cause.NONE: "ok",
-    Cause.NOT_IMPLEMENTED: "notimp",
-    Cause.DSO_NOT_IMPLEMENTED: "nodso",
-    Cause.DSO_TYPE_NOT_IMPLEMENTED: "dsotypeni",
-    Cause.REFUSED: "refused",
-    Cause.NO_RESPONSE: "silent",
-}
-
-#: Background of each class; the hues follow the Grafana dashboards (NOTIMP red,
-#: DSOTYPENI purple, no DSO orange, REFUSED yellow, silent blue, ok green) so the page
-#: and the dashboards read alike. Light tints keep black text readable.
-CLASS_COLOURS = {
-    "notimp": "#f4a6a6", "dsotypeni": "#c9b0ee", "nodso": "#ffc285", "refused": "#fbe77a",
-    "silent": "#a9cbf2", "ok": "#bfe8bf", "other": "#dcdcdc", "pending": "#ffffff",
-}  # fmt: skip
-
-_LEGEND = (("notimp", "NOTIMP"), ("dsotypeni", "DSOTYPENI"), ("nodso", "no DSO"),
-           ("refused", "REFUSED"), ("silent", "silent"), ("other", "other gap"),
-           ("ok", "supported"))  # fmt: skip
+#: Background of each cell class, from the one palette (exporter/palette.py) that the
+#: Grafana dashboards use too. Light tints keep black text readable.
+CLASS_COLOURS = {swatch.key: swatch.colour for swatch in LEGEND}
 
 _STYLE = (
     "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}"
@@ -42,11 +26,13 @@ _STYLE = (
     ".chip{display:inline-block;padding:.15rem .45rem;margin:.12rem .25rem .12rem 0;"
     "border:1px solid rgba(0,0,0,.18);border-radius:3px;font-size:.85rem}"
     ".chip b{font-weight:600} small{color:#555}"
-    # A gap the probe expects (BADVERS to EDNS version 1, DSOTYPENI to an unassigned
-    # type) keeps its cause colour but is framed green: it is the healthy answer.
-    ".chip.expected{box-shadow:inset 0 0 0 2px #2a8a2a}"
     + "".join(f".chip.{c},tr.{c} td.cause{{background:{colour}}}"
               for c, colour in CLASS_COLOURS.items())
+    # A gap the probe expects (BADVERS to EDNS version 1, DSOTYPENI to an unassigned
+    # type) is the healthy answer: the expected colour, edged with its cause's colour.
+    + "".join(f'.chip.{EXPECTED.key}[data-cause="{cause.value}"]'
+              f"{{border-left:6px solid {swatch.colour}}}"
+              for cause, swatch in GAP_SWATCHES.items())
 )  # fmt: skip
 
 
@@ -68,13 +54,16 @@ def render_status_page(pairs: Iterable[PairState], *, reload_ok: bool,
     rows = []
     chips: dict[str, list[str]] = {}
     for pair in ordered:
+        expected = pair.success == 1
+        swatch = cell_swatch(pair.cause, expected=expected)
         if pair.cause is None:
-            css, cause_text, rcode, remedy = "pending", "pending", "-", "Not run yet."
+            cause_text, rcode, remedy, short = "pending", "-", "Not run yet.", swatch.text
         else:
-            css = _CAUSE_CLASS.get(pair.cause, "other")
             cause_text = pair.cause.value
             rcode = rcode_name(None if pair.last_rcode < 0 else pair.last_rcode)
             remedy = REMEDIATION[pair.cause]
+            short = cell_text(pair.cause, expected=expected)
+        css = swatch.key
         error = ""
         if pair.last_result is not None and pair.last_result.outcome.error:
             error = f"<br><small>{html.escape(pair.last_result.outcome.error)}</small>"
@@ -88,15 +77,11 @@ def render_status_page(pairs: Iterable[PairState], *, reload_ok: bool,
         )
         # The matrix: one line per target, one coloured cell per probe; the cause and
         # its remediation are in the tooltip and in the detail table below.
-        expected = pair.success == 1 and pair.cause not in (None, Cause.NONE)
-        mark = " &#10003;" if expected else ""
-        chip_class = f"chip {css} expected" if expected else f"chip {css}"
         chips.setdefault(pair.target, []).append(
-            f'<span class="{chip_class}" data-probe="{html.escape(pair.probe)}" '
+            f'<span class="chip {css}" data-probe="{html.escape(pair.probe)}" '
             f'data-cause="{html.escape(cause_text)}" '
             f'title="{html.escape(cause_text)} ({html.escape(rcode)}): {html.escape(remedy)}">'
-            f"{html.escape(pair.probe)}: <b>{html.escape(_SHORT.get(css, cause_text))}</b>"
-            f"{mark}</span>"
+            f"{html.escape(pair.probe)}: <b>{html.escape(short)}</b></span>"
         )
     matrix = "".join(
         f'<tr data-target="{html.escape(target)}"><td class=target>{html.escape(target)}</td>'
@@ -108,14 +93,17 @@ def render_status_page(pairs: Iterable[PairState], *, reload_ok: bool,
     reload_line = "config: loaded" if reload_ok else (
         f"config reload FAILED, running the last good config: {html.escape(reload_error or '')}"
     )  # fmt: skip
-    legend = "".join(f'<span class="chip {c}">{text}</span>' for c, text in _LEGEND)
+    legend = "".join(
+        f'<span class="chip {swatch.key}">{html.escape(swatch.text)}</span>' for swatch in LEGEND
+    )
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         "<meta name=viewport content='width=device-width,initial-scale=1'>"
         f"<title>dnsgap: DNS support gaps</title><style>{_STYLE}</style></head><body>"
         f"<h1>dnsgap {html.escape(__version__)}: DNS support gaps</h1>"
         f"<p>{len(chips)} targets, {len(ordered)} probes, {gaps} showing a gap, "
-        f"{failing} not as expected (&#10003;: the expected answer) &middot; "
+        f"{failing} not as expected (&#10003;: the expected answer, &#10007;: handled where "
+        "a refusal was expected) &middot; "
         f"{reload_line} &middot; <a href=metrics>/metrics</a> &middot; "
         "<a href=-/healthy>/-/healthy</a></p>"
         f"<p class=legend>{legend}</p>"
@@ -127,8 +115,3 @@ def render_status_page(pairs: Iterable[PairState], *, reload_ok: bool,
         + "".join(rows)
         + "</tbody></table></body></html>"
     )
-
-
-#: The matrix cells' short text per class (other causes show their own name).
-_SHORT = {"notimp": "NOTIMP", "dsotypeni": "DSOTYPENI", "nodso": "no DSO",
-          "refused": "REFUSED", "silent": "silent", "ok": "ok", "pending": "pending"}  # fmt: skip

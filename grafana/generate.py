@@ -3,13 +3,26 @@
 Run ``python grafana/generate.py`` after changing a panel and commit both this
 file and its output; ``--check`` exits 1 when the committed JSON is stale.
 
-Why generated: the cause colours, display names and remediation texts come from
-``exporter/causes.py`` so that the dashboards say exactly what the exporter,
-CLI and alerts say. Every panel query is one PromQL string in
-``panels[].targets[].expr`` using only ``$target``, ``$probe``,
-``$__rate_interval`` and ``$__range``, and each returns data on ``dnsgap demo``
-(gap-cause series exist at 0 from start-up; counters that may not exist yet
-end in ``or vector(0)``).
+Why generated: the colours and short texts of a (target, probe) cell come from
+``exporter/palette.py`` (the status page uses the same), and the remediation
+texts from ``exporter/causes.py``, so that the dashboards say exactly what the
+exporter, CLI and alerts say.
+
+Conventions, checked by tests/test_operator_kit.py (which also implements the rules
+of the Grafana dashboard-linter) and by the end-to-end test against a real
+Prometheus scraping ``dnsgap demo``:
+
+- Every selector carries ``job=~"$job",instance=~"$instance"``; pair panels also
+  ``target=~"$target",probe=~"$probe"`` and join ``dnsgap_probe_info`` for the kind
+  and transport filters.
+- Scale: a fleet has tens of thousands of pairs. Timelines and tables show the
+  pairs that changed in the selected range or are not as expected, at most
+  ``TOP`` of them (``topk`` over ``@ end()``, so the set does not change along the
+  time axis); the matrix has an "unexpected or changed only" switch.
+- No ``or vector(0)``: a stat with no series shows 0 (``noValue``), other panels
+  show nothing rather than a phantom series. Bar panels count per ``$__interval``
+  with ``round(increase(...))``; range tables keep only rows ``> 0``.
+- No recording rules: an aggregated series has no ``instance`` to filter on.
 """
 
 from __future__ import annotations
@@ -27,81 +40,163 @@ if str(REPO) not in sys.path:  # run as a script from anywhere, without installi
     sys.path.insert(0, str(REPO))
 
 from exporter.causes import RCODE_NAMES, REMEDIATION, Cause  # noqa: E402
+from exporter.palette import (  # noqa: E402
+    EXPECTED,
+    GAP_SWATCHES,
+    HANDLED_UNEXPECTEDLY,
+    OK,
+    OTHER_GAP,
+    PENDING,
+    cell_text,
+    gap_swatch,
+)
 
 OUT_DIR = Path(__file__).resolve().parent / "dashboards"
 SCHEMA_VERSION = 39
 DS: dict[str, str] = {"type": "prometheus", "uid": "${datasource}"}
-SEL = 'target=~"$target",probe=~"$probe"'
-TSEL = 'target=~"$target"'
+#: Where a series comes from (every selector), which targets, which pairs.
+XSEL = 'job=~"$job",instance=~"$instance"'
+TSEL = f'{XSEL},target=~"$target"'
+SEL = f'{TSEL},probe=~"$probe"'
+#: The pairs the kind and transport filters select (labels of dnsgap_probe_info).
+INFO = f'dnsgap_probe_info{{{SEL},kind=~"$kind",transport=~"$transport"}}'
+#: At most this many pairs (or targets) in a timeline or a table.
+TOP = 30
 
 Json = dict[str, Any]
 
-# --- cause and rcode presentation -------------------------------------------
+# --- cells: what a pair shows, and its colour ---------------------------------
 
-#: The gaps an operator must tell apart at a glance: (cause, short text, colour).
-GAP_STYLE: tuple[tuple[Cause, str, str], ...] = (
-    (Cause.NOT_IMPLEMENTED, "NOTIMP", "red"),
-    (Cause.DSO_TYPE_NOT_IMPLEMENTED, "DSOTYPENI", "purple"),
-    (Cause.DSO_NOT_IMPLEMENTED, "no DSO", "dark-orange"),
-    (Cause.REFUSED, "REFUSED", "orange"),
-    (Cause.NO_RESPONSE, "silent", "blue"),
-)
-OTHER_GAP_COLOR = "yellow"
-OK_COLOR = "green"
-#: Numeric code of "other gap" in the state-timeline encoding (0 = ok, 1..5 = GAP_STYLE).
-OTHER_GAP_CODE = 9
+#: Numeric code of each cell in the timelines (0 ok, 1..5 the styled gaps).
+GAP_CODES: dict[Cause, int] = {cause: code for code, cause in enumerate(GAP_SWATCHES, 1)}
+OTHER_GAP_CODE, EXPECTED_CODE, HANDLED_CODE = 9, 10, 11
 
 RCODE_COLORS: Mapping[int, str] = {
-    0: OK_COLOR, 3: OK_COLOR, 4: "red", 5: "orange", 11: "purple", -1: "blue",
+    0: OK.colour, 3: OK.colour, 4: GAP_SWATCHES[Cause.NOT_IMPLEMENTED].colour,
+    5: GAP_SWATCHES[Cause.REFUSED].colour,
+    11: GAP_SWATCHES[Cause.DSO_TYPE_NOT_IMPLEMENTED].colour,
+    -1: GAP_SWATCHES[Cause.NO_RESPONSE].colour,
 }  # fmt: skip
 
 
-def cause_text_mappings() -> list[Json]:
-    """Value mappings for a field holding a cause label (matrix cells)."""
-    styled = {cause: (text, color) for cause, text, color in GAP_STYLE}
+def cell_mappings() -> list[Json]:
+    """Value mappings for the matrix's ``cell`` label (see :func:`matrix_expr`)."""
     options: Json = {}
-    for index, cause in enumerate(Cause):
-        text, color = styled.get(cause, (cause.value, OTHER_GAP_COLOR))
+    for cause in Cause:
         if cause is Cause.NONE:
-            text, color = "ok", OK_COLOR
-        options[cause.value] = {"text": text, "color": color, "index": index}
+            continue
+        options[cause.value] = {"text": cell_text(cause, expected=False),
+                                "color": gap_swatch(cause).colour}  # fmt: skip
+        options[f"{cause.value} expected"] = {"text": cell_text(cause, expected=True),
+                                              "color": EXPECTED.colour}  # fmt: skip
+    options["ok"] = {"text": cell_text(Cause.NONE, expected=True), "color": OK.colour}
+    options["handled"] = {"text": cell_text(Cause.NONE, expected=False),
+                          "color": HANDLED_UNEXPECTEDLY.colour}  # fmt: skip
+    options["pending"] = {"text": PENDING.text, "color": PENDING.colour}
+    for index, value in enumerate(options.values()):
+        value["index"] = index
     return [{"type": "value", "options": options}]
 
 
-def cause_code_mappings() -> list[Json]:
-    """Value mappings for :func:`cause_code_expr`'s numbers."""
-    options: Json = {"0": {"text": "ok", "color": OK_COLOR, "index": 0}}
-    for code, (_, text, color) in enumerate(GAP_STYLE, start=1):
-        options[str(code)] = {"text": text, "color": color, "index": code}
-    options[str(OTHER_GAP_CODE)] = {
-        "text": "other gap", "color": OTHER_GAP_COLOR, "index": OTHER_GAP_CODE,
-    }  # fmt: skip
+def cause_mappings() -> list[Json]:
+    """Value mappings for a ``cause`` label column."""
+    options: Json = {}
+    for index, cause in enumerate(Cause):
+        swatch = gap_swatch(cause)
+        options[cause.value] = {"text": swatch.text if swatch is not OTHER_GAP else cause.value,
+                                "color": swatch.colour, "index": index}  # fmt: skip
+    return [{"type": "value", "options": options}]
+
+
+def code_mappings() -> list[Json]:
+    """Value mappings for :func:`cell_code_expr`'s numbers."""
+    options: Json = {"0": {"text": OK.text, "color": OK.colour, "index": 0}}
+    for cause, code in GAP_CODES.items():
+        swatch = GAP_SWATCHES[cause]
+        options[str(code)] = {"text": swatch.text, "color": swatch.colour, "index": code}
+    for code, swatch, text in (
+        (OTHER_GAP_CODE, OTHER_GAP, OTHER_GAP.text),
+        (EXPECTED_CODE, EXPECTED, "expected gap \u2713"),
+        (HANDLED_CODE, HANDLED_UNEXPECTEDLY, cell_text(Cause.NONE, expected=False)),
+    ):
+        options[str(code)] = {"text": text, "color": swatch.colour, "index": code}
     return [{"type": "value", "options": options}]
 
 
 def rcode_mappings() -> list[Json]:
     options: Json = {"-1": {"text": "none (no reply)", "color": RCODE_COLORS[-1], "index": 0}}
     for index, (code, name) in enumerate(sorted(RCODE_NAMES.items()), start=1):
-        color = RCODE_COLORS.get(code, OTHER_GAP_COLOR)
+        color = RCODE_COLORS.get(code, OTHER_GAP.colour)
         options[str(code)] = {"text": name, "color": color, "index": index}
     return [{"type": "value", "options": options}]
 
 
-def cause_code_expr(extra: str = "") -> str:
-    """One number per (target, probe): 0 ok, 1..5 a styled gap, 9 any other gap.
+def success_by_pair() -> str:
+    return f"min by (target, probe) (dnsgap_probe_success{{{SEL}}})"
 
-    At most one cause of a probe is 1 at a time (the latest outcome's), so the
-    max over causes is that cause's code; ``max`` also folds duplicate series
-    from the scheduled and /probe jobs.
+
+def matrix_expr() -> str:
+    """One series per pair with a ``cell`` label: the cause of an unexpected gap, "<cause>
+    expected", "ok", "handled" (worked where a refusal was expected) or "pending".
+
+    With ``$unexpected`` = 1 the expected cells ("<cause> expected", "ok") are left out
+    unless the pair changed in the selected range. Every value is 1.
     """
-    styled = [cause.value for cause, _, _ in GAP_STYLE]
-    parts = [
-        f'dnsgap_support_gap{{{SEL},cause="{value}"}} * {code}'
-        for code, value in enumerate(styled, start=1)
-    ]
+    gap = f'max by (target, probe, cause) (dnsgap_support_gap{{{SEL},cause=~"$cause"}} == 1)'
+    success = success_by_pair()
+    # Cells without a gap have cause none: shown when the cause filter lets "none" through
+    # (a pair with a none outcome has that counter series).
+    handled = (f"and on (target, probe) increase(dnsgap_probe_responses_total"
+               f'{{{SEL},cause="none",cause=~"$cause"}}[$__range]) >= 0')  # fmt: skip
+    shown = (f"(max by (target, probe) ({INFO}) unless on () (vector($unexpected) > 0)"
+             f" or sum by (target, probe) (increase(dnsgap_gap_changes_total{{{SEL}}}"
+             "[$__range])) > 0)")  # fmt: skip
+    branches = [
+        f'label_replace({gap} and on (target, probe) ({success} == 0),'
+        ' "cell", "$1", "cause", "(.+)")',
+        f"label_replace({gap} and on (target, probe) ({success} == 1)"
+        f' and on (target, probe) {shown}, "cell", "$1 expected", "cause", "(.+)")',
+        f'label_replace(({success} == 0) + 1 unless on (target, probe) {gap} {handled},'
+        ' "cell", "handled", "", "")',
+        f'label_replace({success} == 1 unless on (target, probe) {gap} {handled}'
+        f' and on (target, probe) {shown}, "cell", "ok", "", "")',
+        f'label_replace(max by (target, probe) ({INFO}) unless on (target, probe)'
+        f' dnsgap_probe_success{{{SEL}}}, "cell", "pending", "", "")',
+    ]  # fmt: skip
+    return f"({' or '.join(branches)}) and on (target, probe) {INFO}"
+
+
+def cell_code_expr(extra_filter: str = "") -> str:
+    """One number per pair over time: 0 ok, 1..5 a styled unexpected gap, 9 any other
+    unexpected gap, 10 an expected gap, 11 handled where a refusal was expected.
+
+    At most one cause of a pair is 1 at a time (the latest outcome's), so the max over
+    causes is that cause's code; ``max``/``min`` also fold the same pair scraped by
+    several jobs or instances.
+    """
+    styled = [cause.value for cause in GAP_CODES]
+    parts = [f'dnsgap_support_gap{{{SEL},cause="{cause.value}"}} * {code}'
+             for cause, code in GAP_CODES.items()]  # fmt: skip
     others = "|".join([Cause.NONE.value, *styled])
     parts.append(f'dnsgap_support_gap{{{SEL},cause!~"{others}"}} * {OTHER_GAP_CODE}')
-    return f"max by (target, probe) ({' or '.join(parts)}){extra}"
+    code = f"max by (target, probe) ({' or '.join(parts)})"
+    success = success_by_pair()
+    expr = (f"({code} > 0 and on (target, probe) {success} == 0)"
+            f" or ({code} > 0 and on (target, probe) {success} == 1) * 0 + {EXPECTED_CODE}"
+            f" or ({code} == 0 and on (target, probe) {success} == 0) * 0 + {HANDLED_CODE}"
+            f" or ({code} == 0 and on (target, probe) {success} == 1)")  # fmt: skip
+    return f"({expr}) and on (target, probe) {INFO}{extra_filter}"
+
+
+def interesting_pairs(top: int = TOP) -> str:
+    """The pairs worth a row: changed in the selected range (most changes first) or not
+    as expected at some point in it; evaluated once at the range's end (``@ end()``) so
+    that a timeline shows the same rows from left to right."""
+    changed = (f"sum by (target, probe) (increase(dnsgap_gap_changes_total{{{SEL}}}"
+               "[$__range] @ end())) > 0")  # fmt: skip
+    failing = (f"min by (target, probe) (min_over_time(dnsgap_probe_success{{{SEL}}}"
+               "[$__range] @ end())) == 0")  # fmt: skip
+    return f"topk({top}, {changed} or {failing})"
 
 
 def remediation_markdown(causes: Sequence[Cause]) -> str:
@@ -109,9 +204,8 @@ def remediation_markdown(causes: Sequence[Cause]) -> str:
     return "What each cause means and what to do:\n\n" + "\n".join(lines)
 
 
-GAP_CAUSES_DOC = [cause for cause, _, _ in GAP_STYLE] + [
-    Cause.NOT_AUTHORIZED, Cause.FORMAT_ERROR, Cause.SERVER_FAILURE, Cause.CONNECTION_CLOSED,
-]  # fmt: skip
+GAP_CAUSES_DOC = [*GAP_SWATCHES, Cause.NOT_AUTHORIZED, Cause.FORMAT_ERROR,
+                  Cause.SERVER_FAILURE, Cause.CONNECTION_CLOSED]  # fmt: skip
 
 # --- panel builders ----------------------------------------------------------
 
@@ -145,9 +239,13 @@ class Panel:
     overrides: list[Json] = field(default_factory=list)
     transformations: list[Json] = field(default_factory=list)
     extra: Json = field(default_factory=dict)
+    #: What a panel with no series shows (stats: "0", not "No data").
+    no_value: str | None = None
 
     def to_json(self, panel_id: int, x: int, y: int) -> Json:
         defaults: Json = {"unit": self.unit, "mappings": self.mappings, "custom": self.custom}
+        if self.no_value is not None:
+            defaults["noValue"] = self.no_value
         if self.color:
             defaults["color"] = self.color
         if self.thresholds is not None:
@@ -201,8 +299,11 @@ def timeseries(
                    "calcs": ["lastNotNull", "max"]},
         "tooltip": {"mode": "multi", "sort": "desc"},
     }  # fmt: skip
+    # Bars count per $__interval: at least 2 scrapes (30 s) per bar, or increase() is empty.
+    extra: Json = {"interval": "1m"} if bars else {}
     return Panel("timeseries", title, description, targets, width=width, unit=unit,
-                 custom=custom, options=options, color={"mode": "palette-classic"})  # fmt: skip
+                 custom=custom, options=options, color={"mode": "palette-classic"},
+                 extra=extra)  # fmt: skip
 
 
 def stat(
@@ -214,6 +315,7 @@ def stat(
     width: int = 6,
     thresholds: Json | None = None,
     mappings: list[Json] | None = None,
+    no_value: str | None = None,
 ) -> Panel:
     options: Json = {
         "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
@@ -222,8 +324,8 @@ def stat(
     }  # fmt: skip
     return Panel("stat", title, description, [query(expr, instant=True)], width=width,
                  height=4, unit=unit, options=options, color={"mode": "thresholds"},
-                 thresholds=thresholds or steps((None, OK_COLOR)),
-                 mappings=mappings or [])  # fmt: skip
+                 thresholds=thresholds or steps((None, "green")),
+                 mappings=mappings or [], no_value=no_value)  # fmt: skip
 
 
 def state_timeline(
@@ -245,7 +347,7 @@ def state_timeline(
                  height=height, mappings=mappings, options=options,
                  custom={"fillOpacity": 80, "lineWidth": 0},
                  color={"mode": "thresholds"},
-                 thresholds=steps((None, OTHER_GAP_COLOR)))  # fmt: skip
+                 thresholds=steps((None, OTHER_GAP.colour)))  # fmt: skip
 
 
 def table(
@@ -256,19 +358,21 @@ def table(
     width: int = 12,
     height: int = 8,
     sort_by: str | None = "Value",
+    descending: bool = True,
     transformations: list[Json] | None = None,
     mappings: list[Json] | None = None,
     overrides: list[Json] | None = None,
     cell: str = "auto",
+    unit: str = "short",
 ) -> Panel:
     options: Json = {
         "showHeader": True, "cellHeight": "sm",
         "footer": {"show": False, "reducer": ["sum"], "fields": "", "countRows": False},
-        "sortBy": [{"displayName": sort_by, "desc": True}] if sort_by else [],
+        "sortBy": [{"displayName": sort_by, "desc": descending}] if sort_by else [],
     }  # fmt: skip
     organize: Json = {"id": "organize", "options": {"excludeByName": {"Time": True}}}
     return Panel("table", title, description, [query(expr, instant=True, fmt="table")],
-                 width=width, height=height, options=options,
+                 width=width, height=height, options=options, unit=unit,
                  custom={"align": "auto", "cellOptions": {"type": cell}, "inspect": False},
                  mappings=mappings or [], overrides=overrides or [],
                  color={"mode": "thresholds"}, thresholds=steps((None, "text")),
@@ -298,80 +402,101 @@ def heatmap(title: str, description: str, expr: str, *, unit: str = "s", width: 
 
 
 def support_gap_rows() -> list[Row]:
-    matrix_expr = (
-        f"max by (target, probe, cause) (dnsgap_support_gap{{{SEL}}} == 1)"
-        " or on (target, probe) "
-        f"label_replace(max by (target, probe) (dnsgap_probe_info{{{SEL}}}) * 0,"
-        ' "cause", "none", "", "")'
-    )
     matrix = table(
         "Support-gap matrix (targets x probes, latest outcome)",
-        "Each cell is the cause of the latest outcome of a probe; **ok** means the server "
-        "handled the operation. NOTIMP (not_implemented), DSOTYPENI "
-        "(dso_type_not_implemented), no DSO (dso_not_implemented), REFUSED and silent "
-        "(no_response) have their own colours; other gaps are yellow.\n\n"
+        "Each cell is the latest outcome of a probe, coloured as on the status page: a "
+        "cause name (NOTIMP, DSOTYPENI, no DSO, REFUSED, silent, or any other cause) is a "
+        "gap the probe does not expect; **\u2713** marks a gap the probe expects (NOTIMP to "
+        "an unassigned opcode on a survey, BADVERS to EDNS version 1): the healthy answer; "
+        "**ok** means the server handled the operation; **handled \u2717** that it handled "
+        "one it should refuse (an open AXFR or UPDATE); **pending** that the probe has not "
+        "run yet. Switch *Show* to *all pairs* to see the expected cells of pairs that did "
+        "not change in the range too. When did a cell change? See *Since when*.\n\n"
         + remediation_markdown(GAP_CAUSES_DOC),
-        matrix_expr, width=24, height=9, cell="color-background",
-        mappings=cause_text_mappings(),
-        transformations=[{"id": "groupingToMatrix", "options": {
-            "columnField": "probe", "rowField": "target", "valueField": "cause",
-            "emptyValue": "empty"}}],
+        matrix_expr(), width=24, height=10, cell="color-background",
+        mappings=cell_mappings(), sort_by="target\\probe", descending=False,
+        transformations=[
+            # Columns appear in the order of the rows: sort them by probe first.
+            {"id": "sortBy", "options": {"fields": {}, "sort": [{"field": "probe"}]}},
+            {"id": "groupingToMatrix", "options": {
+                "columnField": "probe", "rowField": "target", "valueField": "cell",
+                "emptyValue": "empty"}}],
         overrides=[{"matcher": {"id": "byName", "options": "target\\probe"}, "properties": [
             {"id": "custom.cellOptions", "value": {"type": "auto"}}]}],
-        sort_by=None,
+    )  # fmt: skip
+    since = table(
+        "Since when (latest changes first)",
+        f"When each pair's current answer began (`dnsgap_support_gap_since_timestamp_seconds`:"
+        f" the first outcome with this cause), for the cells of the matrix; the {TOP * 2} "
+        "latest.",
+        f"topk({TOP * 2}, max by (target, probe) "
+        f"(dnsgap_support_gap_since_timestamp_seconds{{{SEL}}}) * 1000"
+        f" * on (target, probe) group_left (cell) ({matrix_expr()}))",
+        width=24, unit="dateTimeAsIso",
+        overrides=[{"matcher": {"id": "byName", "options": "cell"}, "properties": [
+            {"id": "mappings", "value": cell_mappings()},
+            {"id": "custom.cellOptions", "value": {"type": "color-background"}}]}],
     )  # fmt: skip
     timeline = state_timeline(
-        "Support gaps over time",
-        "The cause of each probe's latest outcome over time, with the same colours as the "
-        "matrix.\n\n" + remediation_markdown(GAP_CAUSES_DOC),
-        cause_code_expr(),
+        f"Support gaps over time (pairs that changed or were not as expected, top {TOP})",
+        "The latest outcome of each pair over time, with the matrix's colours; only pairs "
+        "that changed in the selected range (most changes first) or were not as expected "
+        "in it.\n\n" + remediation_markdown(GAP_CAUSES_DOC),
+        cell_code_expr(f" and on (target, probe) {interesting_pairs()}"),
         "{{target}} / {{probe}}",
-        cause_code_mappings(),
-    )
-    gaps_now = stat(
-        "Probes with a gap now",
-        "Probes whose latest outcome shows a support gap.",
-        f"count(max by (target, probe) (dnsgap_support_gap{{{SEL}}}) == 1) or vector(0)",
-        thresholds=steps((None, OK_COLOR), (1, "red")),
+        code_mappings(),
     )
     failing = stat(
-        "Probes not meeting expectation",
-        "Probes whose latest outcome did not match the probe's `expect` (a gap can be expected, "
-        "e.g. DSOTYPENI for an unassigned TLV type).",
-        f"count(min by (target, probe) (dnsgap_probe_success{{{SEL}}}) == 0) or vector(0)",
-        thresholds=steps((None, OK_COLOR), (1, "red")),
-    )
-    probes = stat(
-        "Probes",
-        "Configured probes in the selection.",
-        f"count(max by (target, probe) (dnsgap_probe_info{{{SEL}}})) or vector(0)",
-        thresholds=steps((None, "blue")),
-    )
+        "Pairs not as expected",
+        "Pairs whose latest outcome does not match the probe's `expect` (a gap can be "
+        "expected, e.g. DSOTYPENI for an unassigned TLV type).",
+        f"count(({success_by_pair()} == 0) and on (target, probe) {INFO})",
+        thresholds=steps((None, OK.colour), (1, GAP_SWATCHES[Cause.NOT_IMPLEMENTED].colour)),
+        no_value="0",
+    )  # fmt: skip
+    gaps_now = stat(
+        "Pairs with a gap",
+        "Pairs whose latest outcome shows a support gap, expected or not.",
+        f'count(max by (target, probe) (dnsgap_support_gap{{{SEL},cause=~"$cause"}} == 1)'
+        f" and on (target, probe) {INFO})",
+        thresholds=steps((None, "blue")), no_value="0",
+    )  # fmt: skip
+    pending = stat(
+        "Pairs pending",
+        "Configured pairs that have not run yet.",
+        f"count(max by (target, probe) ({INFO}) unless on (target, probe) "
+        f"dnsgap_probe_success{{{SEL}}})",
+        thresholds=steps((None, "blue")), no_value="0",
+    )  # fmt: skip
     changes = stat(
         "Gap changes in range",
-        "How often a probe's gap state changed (a gap appeared, went away or changed cause) "
-        "in the selected time range.",
-        f"sum(increase(dnsgap_gap_changes_total{{{SEL}}}[$__range])) or vector(0)",
-        thresholds=steps((None, OK_COLOR), (1, "orange")),
-    )
+        "How often a pair's answer changed (a gap appeared, went away or changed cause) in "
+        "the selected time range.",
+        f"round(sum(increase(dnsgap_gap_changes_total{{{SEL}}}[$__range])"
+        f" and on (target, probe) {INFO}))",
+        thresholds=steps((None, OK.colour), (1, GAP_SWATCHES[Cause.DSO_NOT_IMPLEMENTED].colour)),
+        no_value="0",
+    )  # fmt: skip
     new_changes = table(
-        "Gap changes in the selected range",
-        "Gap state changes per probe in the selected range; a non-zero row is a new, "
-        "resolved or changed gap. Compare with the matrix for the current state.",
-        f"sum by (target, probe) (increase(dnsgap_gap_changes_total{{{SEL}}}[$__range]))",
-    )
+        f"Gap changes in the selected range (top {TOP})",
+        "Changes per pair in the selected range; a pair here has a new, resolved or "
+        "changed gap (the matrix shows its current state).",
+        f"topk({TOP}, round(sum by (target, probe) (increase(dnsgap_gap_changes_total"
+        f"{{{SEL}}}[$__range])) and on (target, probe) {INFO}) > 0)",
+    )  # fmt: skip
     gap_responses = table(
-        "Gap responses in the selected range, by cause",
-        "Responses that showed a gap, per probe and cause, in the selected range.\n\n"
+        f"Gap responses in the selected range, by cause (top {TOP})",
+        "Responses that showed a gap, per pair and cause, in the selected range.\n\n"
         + remediation_markdown(GAP_CAUSES_DOC),
-        f'sum by (target, probe, cause) (increase(dnsgap_probe_responses_total{{{SEL},'
-        f'cause!="none"}}[$__range]))',
+        f"topk({TOP}, round(sum by (target, probe, cause) (increase("
+        f'dnsgap_probe_responses_total{{{SEL},cause!="none",cause=~"$cause"}}[$__range]))'
+        f" and on (target, probe) {INFO}) > 0)",
         overrides=[{"matcher": {"id": "byName", "options": "cause"}, "properties": [
-            {"id": "mappings", "value": cause_text_mappings()},
-            {"id": "custom.cellOptions", "value": {"type": "color-text"}}]}],
+            {"id": "mappings", "value": cause_mappings()},
+            {"id": "custom.cellOptions", "value": {"type": "color-background"}}]}],
     )  # fmt: skip
     overview = Row("Support-gap overview",
-                   [gaps_now, failing, probes, changes, matrix, timeline, new_changes,
+                   [failing, gaps_now, pending, changes, matrix, since, timeline, new_changes,
                     gap_responses])  # fmt: skip
 
     by_rcode = timeseries(
@@ -385,18 +510,20 @@ def support_gap_rows() -> list[Row]:
         [query(f"sum by (cause) (rate(dnsgap_probe_responses_total{{{SEL}}}[$__rate_interval]))",
                "{{cause}}")], unit="reqps", stack=True)  # fmt: skip
     last_rcode = state_timeline(
-        "Last rcode per probe",
-        "The rcode of each probe's latest reply; `none (no reply)` is silence, a closed "
+        f"Last rcode (pairs that changed or were not as expected, top {TOP})",
+        "The rcode of each pair's latest reply; `none (no reply)` is silence, a closed "
         "connection or a network error.",
-        f"max by (target, probe) (dnsgap_probe_last_rcode{{{SEL}}})",
+        f"max by (target, probe) (dnsgap_probe_last_rcode{{{SEL}}})"
+        f" and on (target, probe) {INFO} and on (target, probe) {interesting_pairs()}",
         "{{target}} / {{probe}}",
         rcode_mappings(),
     )
     rcode_table = table(
-        "Responses in the selected range by rcode and cause",
-        "Every (target, probe, rcode, cause) combination seen, with its count in the range.",
-        f"sum by (target, probe, rcode, cause) "
-        f"(increase(dnsgap_probe_responses_total{{{SEL}}}[$__range]))",
+        f"Responses in the selected range by rcode and cause (top {TOP * 2})",
+        "(target, probe, rcode, cause) combinations seen, with their count in the range.",
+        f"topk({TOP * 2}, round(sum by (target, probe, rcode, cause) "
+        f"(increase(dnsgap_probe_responses_total{{{SEL}}}[$__range]))"
+        f" and on (target, probe) {INFO}) > 0)",
         width=24,
     )
     responses = Row("Response codes", [by_rcode, by_cause, last_rcode, rcode_table])
@@ -404,31 +531,36 @@ def support_gap_rows() -> list[Row]:
 
 
 def dso_rows() -> list[Row]:
-    dso_probes = f'max by (target, probe) (dnsgap_probe_info{{{SEL},kind=~"dso_.*"}})'
+    dso_pairs = f'max by (target, probe) (dnsgap_probe_info{{{SEL},kind=~"dso_.*"}})'
     outcomes = state_timeline(
-        "DSO probe outcomes",
-        "Latest cause of each DSO probe. `no DSO`: NOTIMP to a DSO message (RFC 8765 §6.2.2); "
-        "DSOTYPENI: DSO spoken but not this TLV type.\n\n"
+        f"DSO probe outcomes (pairs that changed or were not as expected, top {TOP})",
+        "Latest outcome of each DSO probe. `no DSO`: NOTIMP to a DSO message (RFC 8765 "
+        "§6.2.2); DSOTYPENI: DSO spoken but not this TLV type.\n\n"
         + remediation_markdown([Cause.DSO_NOT_IMPLEMENTED, Cause.DSO_TYPE_NOT_IMPLEMENTED,
                                 Cause.DSO_ECHOED, Cause.NO_RESPONSE]),
-        cause_code_expr(f" * on (target, probe) {dso_probes}"),
-        "{{target}} / {{probe}}", cause_code_mappings(), height=8,
+        cell_code_expr(f" and on (target, probe) {dso_pairs}"
+                       f" and on (target, probe) {interesting_pairs()}"),
+        "{{target}} / {{probe}}", code_mappings(), height=8,
     )  # fmt: skip
     sessions = state_timeline(
-        "DSO session established",
-        "1 while a DSO session with the target is established (RFC 8490 §5.1).",
-        f"max by (target) (dnsgap_dso_session_established{{{TSEL}}}) or vector(0)",
+        f"DSO session established (targets without, or that changed; top {TOP})",
+        "1 while a DSO session with the target is established (RFC 8490 §5.1); only targets "
+        "whose session state changed in the range or that have none at its end.",
+        f"max by (target) (dnsgap_dso_session_established{{{TSEL}}}) and on (target) "
+        f"topk({TOP}, max by (target) (changes(dnsgap_dso_session_established{{{TSEL}}}"
+        f"[$__range] @ end())) > 0 or max by (target) "
+        f"(dnsgap_dso_session_established{{{TSEL}}} @ end()) == 0)",
         "{{target}}",
         [{"type": "value", "options": {
-            "0": {"text": "no session", "color": "text", "index": 0},
-            "1": {"text": "established", "color": OK_COLOR, "index": 1}}}],
+            "0": {"text": "no session", "color": OTHER_GAP.colour, "index": 0},
+            "1": {"text": "established", "color": OK.colour, "index": 1}}}],
         width=12, height=8,
     )  # fmt: skip
     closed = timeseries(
         "DSO sessions closed by reason",
-        "Session ends per reason (retry delay, inactivity, error ...).",
-        [query(f"sum by (target, reason) (increase(dnsgap_dso_sessions_closed_total{{{TSEL}}}"
-               "[$__rate_interval])) or vector(0)", "{{target}} {{reason}}")],
+        "Session ends per reason (retry delay, inactivity, server closed, probe done...).",
+        [query(f"round(sum by (target, reason) (increase(dnsgap_dso_sessions_closed_total"
+               f"{{{TSEL}}}[$__interval])))", "{{target}} {{reason}}")],
         bars=True)  # fmt: skip
     inactivity = timeseries(
         "Granted inactivity timeout",
@@ -448,24 +580,27 @@ def dso_rows() -> list[Row]:
     push = timeseries(
         "DNS Push notifications",
         "PUSH messages received after a SUBSCRIBE (RFC 8765 §6.3).",
-        [query(f"sum by (target, probe) (increase(dnsgap_dso_push_notifications_total{{{SEL}}}"
-               "[$__rate_interval])) or vector(0)", "{{target}} / {{probe}}")],
+        [query(f"round(sum by (target, probe) (increase(dnsgap_dso_push_notifications_total"
+               f"{{{SEL}}}[$__interval])))", "{{target}} / {{probe}}")],
         bars=True)  # fmt: skip
     fallbacks = timeseries(
         "Fallbacks by result",
-        "Traditional queries run because DSO was not available, by result.\n\n"
+        "Traditional queries run because DSO (or IXFR) was not available, by result.\n\n"
         + remediation_markdown([Cause.DSO_NOT_IMPLEMENTED]),
-        [query(f"sum by (target, probe, result) (increase(dnsgap_fallback_total{{{SEL}}}"
-               "[$__rate_interval])) or vector(0)", "{{target}} / {{probe}} {{result}}")],
+        [query(f"round(sum by (target, probe, result) (increase(dnsgap_fallback_total{{{SEL}}}"
+               "[$__interval])))", "{{target}} / {{probe}} {{result}}")],
         bars=True)  # fmt: skip
     active = state_timeline(
-        "Fallback active",
-        "1 while a probe uses its traditional-query fallback instead of DSO.",
-        f"max by (target, probe) (dnsgap_fallback_active{{{SEL}}}) or vector(0)",
+        f"Fallback active (pairs that used it in the range, top {TOP})",
+        "1 while a probe uses its traditional fallback instead of DSO (or IXFR).",
+        f"max by (target, probe) (dnsgap_fallback_active{{{SEL}}}) and on (target, probe) "
+        f"topk({TOP}, max by (target, probe) (max_over_time(dnsgap_fallback_active{{{SEL}}}"
+        "[$__range] @ end())) == 1)",
         "{{target}} / {{probe}}",
         [{"type": "value", "options": {
-            "0": {"text": "DSO", "color": OK_COLOR, "index": 0},
-            "1": {"text": "fallback", "color": "orange", "index": 1}}}],
+            "0": {"text": "preferred", "color": OK.colour, "index": 0},
+            "1": {"text": "fallback", "color": GAP_SWATCHES[Cause.DSO_NOT_IMPLEMENTED].colour,
+                  "index": 1}}}],
         height=8,
     )  # fmt: skip
     return [
@@ -481,129 +616,165 @@ def operations_rows() -> list[Row]:
         f"sum by (le) (increase(dnsgap_probe_duration_seconds_bucket{{{SEL}}}[$__rate_interval]))",
     )
     p90 = timeseries(
-        "Probe duration p90",
-        "90th percentile duration per probe; a probe that times out sits at its timeout.",
-        [query("histogram_quantile(0.9, sum by (le, target, probe) "
-               f"(rate(dnsgap_probe_duration_seconds_bucket{{{SEL}}}[$__rate_interval])))",
+        f"Probe duration p90 (slowest {TOP // 3})",
+        "90th percentile duration of the slowest pairs; a probe that times out sits at its "
+        "timeout.",
+        [query(f"topk({TOP // 3}, histogram_quantile(0.9, sum by (le, target, probe) "
+               f"(rate(dnsgap_probe_duration_seconds_bucket{{{SEL}}}[$__rate_interval]))))",
                "{{target}} / {{probe}}")], unit="s")  # fmt: skip
     errors = timeseries(
         "Error causes",
         "Responses that were not handled, per cause.\n\n" + remediation_markdown(GAP_CAUSES_DOC),
-        [query(f'sum by (cause) (increase(dnsgap_probe_responses_total{{{SEL},cause!="none"}}'
-               "[$__rate_interval]))", "{{cause}}")], bars=True, stack=True)  # fmt: skip
+        [query(f'round(sum by (cause) (increase(dnsgap_probe_responses_total{{{SEL},'
+               'cause!="none"}[$__interval])))', "{{cause}}")], bars=True, stack=True)  # fmt: skip
     success = state_timeline(
-        "Probe success",
+        f"Probe success (pairs that changed or were not as expected, top {TOP})",
         "1 when the latest outcome met the probe's expectation.",
-        f"min by (target, probe) (dnsgap_probe_success{{{SEL}}})", "{{target}} / {{probe}}",
+        f"{success_by_pair()} and on (target, probe) {interesting_pairs()}",
+        "{{target}} / {{probe}}",
         [{"type": "value", "options": {
-            "0": {"text": "failing", "color": "red", "index": 0},
-            "1": {"text": "success", "color": OK_COLOR, "index": 1}}}],
+            "0": {"text": "not as expected",
+                  "color": GAP_SWATCHES[Cause.NOT_IMPLEMENTED].colour, "index": 0},
+            "1": {"text": "as expected", "color": OK.colour, "index": 1}}}],
         width=12,
     )  # fmt: skip
     last_run = table(
-        "Seconds since last run",
-        "Age of each probe's latest run; far above its interval means the scheduler is "
-        "behind or the probe is skipped.",
-        f"time() - max by (target, probe) (dnsgap_probe_last_run_timestamp_seconds{{{SEL}}})",
-        overrides=[{"matcher": {"id": "byName", "options": "Value"},
-                    "properties": [{"id": "unit", "value": "s"}]}],
+        f"Stalest pairs (top {TOP})",
+        "Age of each pair's latest run in probe intervals; far above 1 means the scheduler "
+        "is behind or the probe is skipped (alert DnsgapProbeStale: 3).",
+        f"topk({TOP}, (time() - max by (target, probe) "
+        f"(dnsgap_probe_last_run_timestamp_seconds{{{SEL}}})) / max by (target, probe) "
+        f"(dnsgap_probe_interval_seconds{{{SEL}}}))",
+        unit="none",
     )  # fmt: skip
     cert_expiry = table(
-        "TLS certificate expiry",
+        f"TLS certificate expiry (soonest {TOP})",
         "Time left until the earliest notAfter in the certificate chain each DoT, DoH and "
         "DoQ server presents; the DnsgapTlsCertificateExpiringSoon alert fires under 14 "
         "days. Negative: already expired (handshakes then fail with "
         "tls_certificate_invalid).",
-        f"min by (target, probe) (dnsgap_tls_cert_expiry_timestamp_seconds{{{SEL}}}) - time()",
-        sort_by=None,
+        f"bottomk({TOP}, min by (target, probe) "
+        f"(dnsgap_tls_cert_expiry_timestamp_seconds{{{SEL}}}) - time())",
+        sort_by="Value", descending=False, unit="s",
         overrides=[{"matcher": {"id": "byName", "options": "Value"},
                     "properties": [
                         {"id": "unit", "value": "s"},
                         {"id": "custom.cellOptions", "value": {"type": "color-text"}},
                         {"id": "thresholds", "value": steps(
-                            (None, "red"), (14 * 86400, "orange"), (30 * 86400, OK_COLOR))},
+                            (None, "red"), (14 * 86400, "orange"), (30 * 86400, "green"))},
                     ]}],
     )  # fmt: skip
     latency = Row("Latency and errors", [duration, p90, errors, success, last_run, cert_expiry])
 
     reload_ok = stat(
-        "Config reload", "Whether the latest configuration (re)load succeeded.",
-        "min(dnsgap_config_reload_success)",
-        thresholds=steps((None, "red"), (1, OK_COLOR)),
+        "Config reload", "Whether the latest configuration (re)load succeeded everywhere.",
+        f"min(dnsgap_config_reload_success{{{XSEL}}})",
+        thresholds=steps((None, GAP_SWATCHES[Cause.NOT_IMPLEMENTED].colour), (1, OK.colour)),
         mappings=[{"type": "value", "options": {
             "0": {"text": "FAILED", "index": 0}, "1": {"text": "OK", "index": 1}}}],
     )  # fmt: skip
     reload_age = stat(
         "Since last good reload",
         "Time since the configuration was last loaded successfully.",
-        "time() - max(dnsgap_config_last_reload_success_timestamp_seconds)",
+        f"time() - max(dnsgap_config_last_reload_success_timestamp_seconds{{{XSEL}}})",
         unit="s",
         thresholds=steps((None, "blue")),
     )
     in_flight_now = stat(
         "Probes in flight",
-        "Probes running right now, over all exporter instances.",
-        "sum(dnsgap_probes_in_flight)",
-        thresholds=steps((None, "blue")),
-    )
+        "Probes running right now, over the selected exporter instances.",
+        f"sum(dnsgap_probes_in_flight{{{XSEL}}})",
+        thresholds=steps((None, "blue")), no_value="0",
+    )  # fmt: skip
     instances = stat(
         "Exporter instances",
         "Exporter processes reporting build info.",
-        "count(dnsgap_build_info) or vector(0)",
-        thresholds=steps((None, "red"), (1, OK_COLOR)),
-    )
+        f"count(dnsgap_build_info{{{XSEL}}})",
+        thresholds=steps((None, GAP_SWATCHES[Cause.NOT_IMPLEMENTED].colour), (1, OK.colour)),
+        no_value="0",
+    )  # fmt: skip
     lateness = timeseries(
         "Scheduler lateness",
         "How late probes start compared with their schedule; growing lateness means too "
         "many probes for the concurrency limit.",
         [query("histogram_quantile(0.5, sum by (le) "
-               "(rate(dnsgap_scheduler_lateness_seconds_bucket[$__rate_interval])))", "p50"),
+               f"(rate(dnsgap_scheduler_lateness_seconds_bucket{{{XSEL}}}[$__rate_interval])))",
+               "p50"),
          query("histogram_quantile(0.99, sum by (le) "
-               "(rate(dnsgap_scheduler_lateness_seconds_bucket[$__rate_interval])))", "p99")],
+               f"(rate(dnsgap_scheduler_lateness_seconds_bucket{{{XSEL}}}[$__rate_interval])))",
+               "p99")],
         unit="s")  # fmt: skip
     in_flight = timeseries(
-        "Probes in flight and skipped",
-        "Concurrent probes per exporter, and probes skipped per reason (e.g. the previous "
-        "run still going, the concurrency limit).",
-        [query("sum by (instance) (dnsgap_probes_in_flight)", "in flight {{instance}}"),
-         query("sum by (reason) (increase(dnsgap_probes_skipped_total[$__rate_interval]))"
-               " or vector(0)", "skipped {{reason}}")])  # fmt: skip
+        "Probes in flight",
+        "Concurrent probes per exporter instance.",
+        [query(f"sum by (instance) (dnsgap_probes_in_flight{{{XSEL}}})", "{{instance}}")],
+        width=6)  # fmt: skip
+    skipped = timeseries(
+        "Probe runs skipped",
+        "Scheduled runs skipped per reason (overlap: the previous run still going).",
+        [query(f"round(sum by (reason) (increase(dnsgap_probes_skipped_total{{{XSEL}}}"
+               "[$__interval])))", "{{reason}}")], bars=True, width=6)  # fmt: skip
     reloads = timeseries(
         "Config reloads by result",
         "Reload attempts (SIGHUP or POST /-/reload) by result.",
-        [query("sum by (result) (increase(dnsgap_config_reloads_total[$__rate_interval]))"
-               " or vector(0)", "{{result}}")], bars=True)  # fmt: skip
+        [query(f"round(sum by (result) (increase(dnsgap_config_reloads_total{{{XSEL}}}"
+               "[$__interval])))", "{{result}}")], bars=True)  # fmt: skip
     build = table(
         "Build info",
         "Version of each exporter instance.",
-        "max by (instance, version, python) (dnsgap_build_info)",
+        f"max by (job, instance, version, python) (dnsgap_build_info{{{XSEL}}})",
         sort_by=None,
     )
     health = Row("Exporter health",
                  [reload_ok, reload_age, in_flight_now, instances, lateness, in_flight,
-                  reloads, build])  # fmt: skip
+                  skipped, reloads, build])  # fmt: skip
     return [latency, health]
 
 
 # --- assembly ----------------------------------------------------------------
 
 
-def template_vars(target_filter: str = "") -> list[Json]:
-    def label_var(name: str, definition: str) -> Json:
+def template_vars(kind_filter: str = "", overview: bool = False) -> list[Json]:
+    """Data source, then job and instance (the dashboard-linter's required variables),
+    then the pair filters; ``kind_filter`` narrows the kind variable's choices."""
+
+    def label_var(name: str, definition: str, label: str | None = None) -> Json:
         return {
-            "name": name, "label": name, "type": "query", "datasource": DS,
-            "definition": definition, "query": definition, "refresh": 2, "sort": 1,
-            "includeAll": True, "multi": True, "allValue": ".*", "regex": "", "hide": 0,
+            "name": name, "label": label or name.capitalize(), "type": "query",
+            "datasource": DS, "definition": definition, "query": definition,
+            "refresh": 2, "sort": 1, "includeAll": True, "multi": True, "allValue": ".+",
+            "regex": "", "hide": 0,
             "current": {"selected": True, "text": ["All"], "value": ["$__all"]}, "options": [],
         }  # fmt: skip
 
-    return [
+    info = "dnsgap_probe_info"
+    variables: list[Json] = [
         {"name": "datasource", "label": "Data source", "type": "datasource",
          "query": "prometheus", "refresh": 1, "regex": "", "hide": 0, "current": {},
          "options": [], "includeAll": False, "multi": False},
-        label_var("target", f"label_values(dnsgap_probe_info{target_filter}, target)"),
-        label_var("probe", 'label_values(dnsgap_probe_info{target=~"$target"}, probe)'),
+        label_var("job", f"label_values({info}, job)"),
+        label_var("instance", f'label_values({info}{{job=~"$job"}}, instance)'),
+        label_var("kind", f'label_values({info}{{{XSEL}{kind_filter}}}, kind)'),
+        label_var("transport", f'label_values({info}{{{XSEL}}}, transport)'),
+        label_var("target", f'label_values({info}{{{XSEL},kind=~"$kind",'
+                            'transport=~"$transport"}, target)'),
+        label_var("probe", f'label_values({info}{{{TSEL},kind=~"$kind",'
+                           'transport=~"$transport"}, probe)'),
     ]  # fmt: skip
+    if overview:
+        variables.append(label_var("cause", f"label_values(dnsgap_support_gap{{{XSEL}}}, cause)"))
+        variables.append({
+            "name": "unexpected", "label": "Show", "type": "custom",
+            "query": "unexpected or changed : 1,all pairs : 0",
+            "current": {"selected": True, "text": "unexpected or changed", "value": "1"},
+            "options": [
+                {"selected": True, "text": "unexpected or changed", "value": "1"},
+                {"selected": False, "text": "all pairs", "value": "0"}],
+            "includeAll": False, "multi": False, "hide": 0,
+            "description": "The matrix shows every pair, or only those not as expected, "
+                           "pending, or changed in the selected range (for fleets).",
+        })  # fmt: skip
+    return variables
 
 
 def layout(rows: Sequence[Row]) -> Iterator[Json]:
@@ -623,7 +794,8 @@ def layout(rows: Sequence[Row]) -> Iterator[Json]:
 
 
 def dashboard(
-    uid: str, title: str, description: str, rows: Sequence[Row], target_filter: str = ""
+    uid: str, title: str, description: str, rows: Sequence[Row], *, kind_filter: str = "",
+    overview: bool = False,
 ) -> Json:
     return {
         "uid": uid,
@@ -648,7 +820,7 @@ def dashboard(
         "links": [{"title": "dnsgap", "type": "dashboards", "tags": ["dnsgap"],
                    "asDropdown": True, "includeVars": True, "keepTime": True,
                    "icon": "external link", "targetBlank": False, "tooltip": "", "url": ""}],
-        "templating": {"list": template_vars(target_filter)},
+        "templating": {"list": template_vars(kind_filter, overview)},
         "panels": list(layout(rows)),
     }  # fmt: skip
 
@@ -658,11 +830,11 @@ def dashboards() -> dict[str, Json]:
         "dnsgap-overview.json": dashboard(
             "dnsgap-overview", "dnsgap / Support gaps",
             "Which DNS operations each server does not support, and why.",
-            support_gap_rows()),
+            support_gap_rows(), overview=True),
         "dnsgap-dso.json": dashboard(
             "dnsgap-dso", "dnsgap / DSO and DNS Push",
             "DNS Stateful Operations sessions, granted timers, push and fallbacks.",
-            dso_rows(), target_filter='{kind=~"dso_.*"}'),
+            dso_rows(), kind_filter=',kind=~"dso_.*"'),
         "dnsgap-operations.json": dashboard(
             "dnsgap-operations", "dnsgap / Latency, errors and exporter health",
             "Probe latency and error causes, and the exporter's own health.",

@@ -19,7 +19,9 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter import palette
 from exporter.causes import REMEDIATION, Cause
+from exporter.statuspage import CLASS_COLOURS
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
@@ -29,6 +31,7 @@ PROM_DIR = ROOT / "deploy" / "prometheus"
 CONTRACT_METRICS = frozenset({
     "dnsgap_probe_responses_total", "dnsgap_support_gap", "dnsgap_probe_last_rcode",
     "dnsgap_probe_success", "dnsgap_probe_last_run_timestamp_seconds",
+    "dnsgap_probe_interval_seconds", "dnsgap_support_gap_since_timestamp_seconds",
     "dnsgap_gap_changes_total", "dnsgap_probe_info", "dnsgap_build_info",
     "dnsgap_config_reload_success", "dnsgap_config_last_reload_success_timestamp_seconds",
     "dnsgap_config_reloads_total", "dnsgap_probes_in_flight", "dnsgap_probes_skipped_total",
@@ -42,7 +45,10 @@ CONTRACT_METRICS = frozenset({
 })  # fmt: skip
 
 #: Grafana variables a panel query may use (the e2e test substitutes exactly these).
-ALLOWED_VARIABLES = frozenset({"$target", "$probe", "$__rate_interval", "$__range"})
+ALLOWED_VARIABLES = frozenset({
+    "$job", "$instance", "$target", "$probe", "$kind", "$transport", "$cause",
+    "$unexpected", "$__rate_interval", "$__interval", "$__range",
+})  # fmt: skip
 
 _PROMQL_WORDS = frozenset({
     "by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool",
@@ -92,7 +98,7 @@ def metric_names(expr: str) -> set[str]:
     text = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", text)  # matchers, ranges
     text = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
     names = set()
-    for match in re.finditer(r"(?<![\w.])([a-zA-Z_:][\w:]*)(\s*\()?", text):
+    for match in re.finditer(r"(?<![\w.$])([a-zA-Z_:][\w:]*)(\s*\()?", text):
         word, is_call = match.group(1), match.group(2)
         if not is_call and word.lower() not in _PROMQL_WORDS:
             names.add(word)
@@ -170,7 +176,8 @@ def test_panels_query_only_contract_metrics_and_known_variables(path: Path) -> N
             expr = target["expr"]
             assert metric_names(expr) <= CONTRACT_METRICS, (panel["title"], expr)
             assert metric_names(expr), (panel["title"], expr)
-            variables = set(re.findall(r"\$\{?\w+\}?", expr))
+            # `$1` is a label_replace() capture group, not a variable.
+            variables = set(re.findall(r"\$\{?[A-Za-z_]\w*\}?", expr))
             assert variables <= ALLOWED_VARIABLES, (panel["title"], expr)
 
 
@@ -185,19 +192,73 @@ def test_panels_do_not_overlap(path: Path) -> None:
         taken |= cells
 
 
-def test_gap_matrix_colours_each_cause_the_operator_must_tell_apart() -> None:
+def test_gap_matrix_colours_each_cell_from_the_palette_the_status_page_uses() -> None:
     board = load(ROOT / "grafana" / "dashboards" / "dnsgap-overview.json")
     matrix = next(p for p in query_panels(board) if p["title"].startswith("Support-gap matrix"))
     assert "dnsgap_support_gap" in matrix["targets"][0]["expr"]
     options = matrix["fieldConfig"]["defaults"]["mappings"][0]["options"]
     distinct = [Cause.NOT_IMPLEMENTED, Cause.DSO_TYPE_NOT_IMPLEMENTED, Cause.DSO_NOT_IMPLEMENTED,
-                Cause.REFUSED, Cause.NO_RESPONSE, Cause.NONE]  # fmt: skip
-    colours = [options[cause.value]["color"] for cause in distinct]
-    assert len(set(colours)) == len(distinct)
+                Cause.REFUSED, Cause.NO_RESPONSE]  # fmt: skip
+    cells = [*(cause.value for cause in distinct), "ok", "handled", "pending",
+             "not_implemented expected"]  # fmt: skip
+    colours = [options[cell]["color"] for cell in cells]
+    assert len(set(colours)) == len(cells)
+    for cell, colour in zip(cells, colours, strict=True):
+        assert colour in CLASS_COLOURS.values(), cell  # the status page's colours
+    for cause in distinct:
+        assert options[cause.value]["color"] == CLASS_COLOURS[palette.gap_swatch(cause).key]
+        assert REMEDIATION[cause] in matrix["description"]
     assert options[Cause.NOT_IMPLEMENTED.value]["text"] == "NOTIMP"
     assert options[Cause.DSO_TYPE_NOT_IMPLEMENTED.value]["text"] == "DSOTYPENI"
-    for cause in distinct[:-1]:
-        assert REMEDIATION[cause] in matrix["description"]
+    # An expected answer looks expected, as on the status page: not the cause's colour.
+    assert options["not_implemented expected"]["text"] == "NOTIMP \u2713"
+    assert options["not_implemented expected"]["color"] == CLASS_COLOURS["expected"]
+    assert options["pending"]["text"] == "pending"
+
+
+def _exprs(board: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    for panel in query_panels(board):
+        for target in panel["targets"]:
+            yield panel["title"], target["expr"]
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_panels_scale_to_a_fleet(path: Path) -> None:
+    """No phantom series, whole counts per bar, no zero rows, bounded timelines."""
+    board = load(path)
+    for title, expr in _exprs(board):
+        assert "vector(0)" not in expr, title
+        for match in re.finditer(r"increase\((?:[^()\[\]]|\([^()]*\))*\[(\$__\w+)", expr):
+            assert match.group(1) in {"$__interval", "$__range", "$__rate_interval"}, title
+    for panel in query_panels(board):
+        expr = panel["targets"][0]["expr"]
+        custom = panel["fieldConfig"]["defaults"]["custom"]
+        if custom.get("drawStyle") == "bars":
+            assert "[$__interval]" in expr, panel["title"]
+            assert expr.startswith("round("), panel["title"]
+            assert panel["interval"], panel["title"]
+        if panel["type"] == "table" and expr.startswith("topk(") and "round(" in expr:
+            assert expr.rstrip(")").endswith("> 0"), panel["title"]
+        if panel["type"] == "state-timeline":
+            assert re.search(r"topk\(\d+, ", expr), panel["title"]
+            assert "@ end()" in expr, panel["title"]
+        if panel["type"] == "stat" and expr.startswith("count("):
+            assert panel["fieldConfig"]["defaults"]["noValue"] == "0", panel["title"]
+
+
+def test_overview_filters_by_job_instance_cause_kind_and_transport() -> None:
+    board = load(ROOT / "grafana" / "dashboards" / "dnsgap-overview.json")
+    names = [var["name"] for var in board["templating"]["list"]]
+    assert names[:3] == ["datasource", "job", "instance"]
+    assert {"kind", "transport", "cause", "target", "probe", "unexpected"} <= set(names)
+    matrix = next(p for p in query_panels(board) if p["title"].startswith("Support-gap matrix"))
+    expr = matrix["targets"][0]["expr"]
+    for variable in ("$kind", "$transport", "$cause", "$unexpected"):
+        assert variable in expr
+    # A stable order: columns sorted by probe, rows by target.
+    assert matrix["transformations"][0] == {
+        "id": "sortBy", "options": {"fields": {}, "sort": [{"field": "probe"}]}}
+    assert matrix["options"]["sortBy"] == [{"displayName": "target\\probe", "desc": False}]
 
 
 # --- Prometheus ------------------------------------------------------------------------

@@ -243,21 +243,24 @@ def _panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         yield from _panels(panel.get("panels", []))  # collapsed rows nest their panels
 
 
-def _panel_queries() -> list[tuple[str, str, str]]:
+def _panel_queries() -> list[tuple[str, str, str, bool]]:
+    """(dashboard, panel title, expr, whether an empty result shows as 0 (noValue))."""
     out = []
     for path in DASHBOARDS:
         dashboard = json.loads(path.read_text())
         for panel in _panels(dashboard.get("panels", [])):
+            zero = "noValue" in panel.get("fieldConfig", {}).get("defaults", {})
             for target in panel.get("targets", []):
                 if target.get("expr"):
-                    out.append((path.name, panel.get("title", "?"), target["expr"]))
+                    out.append((path.name, panel.get("title", "?"), target["expr"], zero))
     return out
 
 
 def _promql(expr: str) -> str:
     for variable in sorted(GRAFANA_VARIABLES, key=len, reverse=True):
         expr = expr.replace(variable, GRAFANA_VARIABLES[variable])
-    assert "$" not in expr, f"unsubstituted variable in {expr}"
+    # `$1` is a label_replace() capture group, not a variable.
+    assert not re.search(r"\$(?!\d)", expr), f"unsubstituted variable in {expr}"
     return expr
 
 
@@ -274,8 +277,10 @@ def test_every_dashboard_panel_query_returns_data(stack: Stack) -> None:
         REGRESS_AFTER_SECONDS + 30)  # fmt: skip
     time.sleep(max(0.0, stack.started + 65 - time.monotonic()))
     empty = []
-    for dashboard, title, expr in _panel_queries():
-        if not _query(stack.prometheus, _promql(expr)):
+    for dashboard, title, expr, zero in _panel_queries():
+        # A count of nothing (no pending probe) is no series, which the stat shows as 0;
+        # the query still has to be valid.
+        if not _query(stack.prometheus, _promql(expr)) and not zero:
             empty.append(f"{dashboard}: {title}: {expr}")
     assert empty == [], "panels with No data on the demo:\n" + "\n".join(empty)
 
