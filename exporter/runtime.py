@@ -58,6 +58,7 @@ class Exporter:
         self.listener: Listener | None = None
         self._applied: dict[PairKey, tuple[Target, ProbeSpec]] = {}
         self._reload_lock = asyncio.Lock()
+        self._zones_dirty = False
         # Persistent DSO sessions end on their own schedule (server close, Retry Delay,
         # inactivity): count each end where every other DSO fact lands.
         dso_client.default_pool.on_session_closed = self.state.record_session_closed
@@ -81,7 +82,12 @@ class Exporter:
         return replace(config, targets=config.targets + self.zones.targets())
 
     def _zones_changed(self) -> None:
-        """A zone's name servers changed: their targets come and go like a reload's."""
+        """A zone's name servers changed: their targets come and go like a reload's.
+        During a reload the running config is about to change: the reload adopts the
+        new set when it ends (adopting now would re-apply the old zones)."""
+        if self._reload_lock.locked():
+            self._zones_dirty = True
+            return
         self._adopt(self.loaded)
 
     async def run_probe(self, target: Target, spec: ProbeSpec) -> ProbeResult:
@@ -122,6 +128,9 @@ class Exporter:
                                            self.listener)  # fmt: skip
             await self._apply(plan)
             self.loaded = loaded
+            if self._zones_dirty:  # servers found while the reload was being applied
+                self._zones_dirty = False
+                self._adopt(loaded)
         self.state.record_reload(True)
         self.last_reload_error = None
         self.state.restart_required = int(bool(plan.restart))

@@ -237,6 +237,13 @@ async def read_serial(zone: str, address: str, port: int, timeout: float) -> int
 
 # -- the loops -------------------------------------------------------------------------
 
+
+def _same_lookup(old: ZoneTarget, new: ZoneTarget) -> bool:
+    """Whether a changed zone target would still find the same servers."""
+    a, b = old.discovery, new.discovery
+    return (old.zone, a.resolver, a.parent, a.max_addresses) == (
+        new.zone, b.resolver, b.parent, b.max_addresses)
+
 Discover = Callable[[str, DiscoverySettings], Awaitable[Discovery]]
 
 
@@ -274,6 +281,9 @@ class ZoneWatcher:
             if current is not None:
                 self._cancel(current)
             entry = _Zone(spec)
+            if current is not None and _same_lookup(current.spec, spec):
+                # Other probes or ports, same servers: keep probing them meanwhile.
+                entry.servers, entry.discovered = current.servers, current.discovered
             self._zones[name] = entry
             if self._running:
                 self._launch(entry)

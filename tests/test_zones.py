@@ -12,8 +12,10 @@ import contextlib
 import functools
 import inspect
 import re
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -226,6 +228,12 @@ async def test_each_replica_probes_its_share_of_the_discovered_servers(fleet: Fl
         owned = [{t for t, _ in r.state.pairs} for r in replicas]
         assert owned[0].isdisjoint(owned[1])
         assert owned[0] | owned[1] == {t.name for t in replicas[0].config.targets}
+        # One replica reads the zone's serials: "behind" needs all of them at once.
+        await wait_for(lambda: "".join(r.state.render() for r in replicas),
+                       r"^dnsgap_zone_serial_behind\{")
+        await asyncio.sleep(0.5)
+        readers = [r for r in replicas if "dnsgap_zone_soa_serial{" in r.state.render()]
+        assert len(readers) == 1
     finally:
         for replica in replicas:
             await replica.stop()
@@ -234,3 +242,38 @@ async def test_each_replica_probes_its_share_of_the_discovered_servers(fleet: Fl
 def test_discovery_result_keeps_what_differs_between_parent_and_child() -> None:
     found = Discovery(servers=(), ttl=1, parent_only=("ns9.example",))
     assert found.parent_only == ("ns9.example",)
+
+
+@with_fleet
+async def test_max_addresses_caps_the_probed_set_in_a_stable_order(fleet: Fleet) -> None:
+    exporter = Exporter(parse_config(zone_config(fleet, "\n      max_addresses: 1"), "<test>"))
+    exporter.start()
+    try:
+        await wait_for(exporter.state.render, r'^dnsgap_zone_addresses\{zone="fleet.test"\} 1')
+        assert [t.name for t in exporter.config.targets] == [
+            "fleet.test/ns1.fleet.test/127.0.0.2"]
+    finally:
+        await exporter.stop()
+
+
+@with_fleet
+async def test_a_zone_target_added_by_a_reload_is_discovered(fleet: Fleet) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "dnsgap.yml"
+        path.write_text("targets: []\n", encoding="utf-8")
+        exporter = Exporter(parse_config("targets: []", str(path)), str(path))
+        exporter.start()
+        try:
+            path.write_text(zone_config(fleet), encoding="utf-8")
+            result = await exporter.reload()
+            assert result.ok, result.message
+            await wait_for(exporter.state.render, r"^dnsgap_probe_last_rcode\{.*127.0.0.3.* 0$")
+            assert len(exporter.config.targets) == 2
+            # Another probe set for the same zone keeps probing the same servers.
+            path.write_text(zone_config(fleet).replace("name: soa", "name: soa2"),
+                            encoding="utf-8")  # fmt: skip
+            assert (await exporter.reload()).ok
+            assert {s for _, s in exporter.state.pairs} == {"soa2"}
+            assert len(exporter.config.targets) == 2
+        finally:
+            await exporter.stop()
