@@ -21,7 +21,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from exporter import certs
+from exporter import certs, udp
 from exporter.capacity import DescriptorsExhausted, out_of_descriptors
 from exporter.config import TlsSettings
 from exporter.outcome import Outcome, WireEvent
@@ -76,17 +76,18 @@ def failure_outcome(exc: BaseException, transport: str, received: int = 0) -> Ou
 _MAX_DATAGRAM = 65535
 #: Datagrams with other IDs read per probe before we stop listening: a flooding
 #: server costs one result, never unbounded work.
-_MAX_STRAY_DATAGRAMS = 256
+_MAX_STRAY_DATAGRAMS = udp.MAX_STRAY_DATAGRAMS
 
 
 @functools.lru_cache(maxsize=65_536)
-def _literal_family(host: str) -> socket.AddressFamily | None:
-    """The family of an IP literal, None for a name (cached: a fleet asks per probe)."""
+def _literal(host: str) -> tuple[socket.AddressFamily, str] | None:
+    """The family and canonical text of an IP literal (the form ``recvfrom`` reports
+    a source in), None for a name (cached: a fleet asks per probe)."""
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
         return None
-    return socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    return (socket.AF_INET6 if ip.version == 6 else socket.AF_INET), str(ip)
 
 
 async def _resolve_udp(host: str, port: int) -> tuple[socket.AddressFamily, tuple[str, int]]:
@@ -99,12 +100,45 @@ async def udp_exchange(host: str, port: int, wire: bytes, msg_id: int,
                        timeout: float) -> ExchangeResult:  # fmt: skip
     """One datagram out, the matching datagram back (or why not).
 
-    A connected socket of our own per probe, read straight from the selector: the
-    kernel then filters datagrams from other sources and reports ICMP port
-    unreachable as ECONNREFUSED (``connection_refused``), and the exchange skips
-    asyncio's transport machinery, which costs more than the DNS work itself at a
-    thousand probes a second (bench/README.md).
+    Over the event loop's shared UDP sockets (exporter/udp.py): a waiting probe
+    costs a future and a timer, not a descriptor, and replies are matched by source
+    address, port, message ID and question; ICMP port unreachable still ends the
+    probe as ``connection_refused``.
     """
+    literal = _literal(host)
+    try:
+        if literal is None:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            async with asyncio.timeout(timeout):
+                family, address = await _resolve_udp(host, port)
+            timeout -= loop.time() - started
+        else:
+            family, address = literal[0], (literal[1], port)
+        try:
+            reply, mismatched = await udp.exchange(family, address, wire, msg_id, timeout)
+        except udp.IdTaken:
+            return await _connected_exchange(family, address, wire, msg_id, timeout)
+    except (OSError, EOFError, UnicodeError) as exc:
+        if out_of_descriptors(exc):
+            raise DescriptorsExhausted(str(exc)) from exc
+        if isinstance(exc, UnicodeError):
+            exc = OSError(f"bad host name: {exc}")
+        return failure_outcome(exc, "udp")
+    if reply is None:
+        return failure_outcome(TimeoutError(), "udp")
+    # A reply with our ID, or (only replies with other IDs came) the last of those:
+    # the server answered, but not us; the reply reader judges it mismatched.
+    return Received(reply, mismatched)
+
+
+async def _connected_exchange(family: socket.AddressFamily, address: tuple[str, int],
+                              wire: bytes, msg_id: int,
+                              timeout: float) -> ExchangeResult:  # fmt: skip
+    """The same exchange on a connected socket of its own: the kernel filters other
+    sources and reports ICMP port unreachable as ECONNREFUSED. Used when the
+    request's ID is already pending for the destination on every shared socket (a
+    TSIG-signed request cannot take another ID)."""
     loop = asyncio.get_running_loop()
     sock: socket.socket | None = None
     done: asyncio.Future[bytes] = loop.create_future()
@@ -133,11 +167,6 @@ async def udp_exchange(host: str, port: int, wire: bytes, msg_id: int,
     reading = False
     try:
         async with asyncio.timeout(timeout):
-            literal = _literal_family(host)
-            if literal is None:
-                family, address = await _resolve_udp(host, port)
-            else:
-                family, address = literal, (host, port)
             sock = socket.socket(family, socket.SOCK_DGRAM)
             sock.setblocking(False)
             sock.connect(address)
@@ -147,14 +176,7 @@ async def udp_exchange(host: str, port: int, wire: bytes, msg_id: int,
             return Received(await done, mismatched)
     except TimeoutError as exc:
         if last_mismatch is not None:
-            # Only replies with other IDs came: the server answered, but not us.
             return Received(last_mismatch, mismatched)
-        return failure_outcome(exc, "udp")
-    except (OSError, EOFError, UnicodeError) as exc:
-        if out_of_descriptors(exc):
-            raise DescriptorsExhausted(str(exc)) from exc
-        if isinstance(exc, UnicodeError):
-            exc = OSError(f"bad host name: {exc}")
         return failure_outcome(exc, "udp")
     finally:
         if sock is not None:

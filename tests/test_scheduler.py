@@ -95,16 +95,17 @@ def test_a_configured_bound_refuses_runs_over_it_and_counts_them_never_queues() 
 
 
 def test_a_silent_pair_waiting_out_its_timeout_never_delays_other_targets() -> None:
-    # 300 pairs each waiting 0.9 s of every second: the old 256-slot semaphore was
+    # 500 pairs each waiting 0.6 s of every second: the old 256-slot semaphore was
     # full of them and the healthy pairs queued behind (issue 11).
     silent = tuple(Target(f"silent{i}", "127.0.0.2", 53, (_spec("soa", 1.0),))
-                   for i in range(300))  # fmt: skip
+                   for i in range(500))  # fmt: skip
     healthy = tuple(Target(f"ok{i}", "127.0.0.1", 53, (_spec("soa", 1.0),)) for i in range(20))
     state = MetricsState()
     runs: dict[str, int] = {}
+    waiting = 0
 
     async def runner(target: Target, spec: ProbeSpec) -> ProbeResult:
-        await asyncio.sleep(0.9 if target.host == "127.0.0.2" else 0.001)
+        await asyncio.sleep(0.6 if target.host == "127.0.0.2" else 0.001)
         runs[target.name] = runs.get(target.name, 0) + 1
         return _result()
 
@@ -113,12 +114,15 @@ def test_a_silent_pair_waiting_out_its_timeout_never_delays_other_targets() -> N
         scheduler = ProbeScheduler(state, runner, SchedulerSettings())
         scheduler.apply(pairs)
         # Sized from timeout / interval: every pair may wait at once, plus the pool.
-        assert scheduler.capacity[0] == 320 + 64
+        assert scheduler.capacity[0] == 520 + 64
         scheduler.start()
         await asyncio.sleep(3.5)
+        nonlocal waiting
+        waiting = state.in_flight
         await scheduler.stop()
 
     asyncio.run(scenario())
+    assert waiting > 256
     assert sum(state.skipped.values()) == 0
     assert all(runs.get(t.name, 0) >= 3 for t in healthy), runs
     assert state.lateness.total / state.lateness.count < 0.05
