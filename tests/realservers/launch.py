@@ -169,12 +169,10 @@ def _bind_closed(workdir: Path, port: int, _backend: RunningServer | None) -> li
     return _bind(workdir, port, open_zone=False)
 
 
-def _nsd(workdir: Path, port: int, _backend: RunningServer | None) -> list[str]:
-    zone = _zone_file(workdir)
-    conf = _write(
-        workdir / "nsd.conf",
-        f"""server:
-    ip-address: {HOST}
+def nsd_config(workdir: Path, host: str, port: int, zone: str, zone_file: Path) -> str:
+    """nsd.conf for an NSD of our own: one zone, every file in ``workdir``."""
+    return f"""server:
+    ip-address: {host}
     port: {port}
     do-ip6: no
     username: ""
@@ -191,20 +189,16 @@ def _nsd(workdir: Path, port: int, _backend: RunningServer | None) -> list[str]:
 remote-control:
     control-enable: no
 zone:
-    name: "gap.test"
-    zonefile: "{zone}"
-""",
-    )
-    return ["nsd", "-d", "-c", str(conf)]
+    name: "{zone}"
+    zonefile: "{zone_file}"
+"""
 
 
-def _knot(workdir: Path, port: int, _backend: RunningServer | None) -> list[str]:
-    zone = _zone_file(workdir)
-    conf = _write(
-        workdir / "knot.conf",
-        f"""server:
+def knot_config(workdir: Path, host: str, port: int, zone: str, zone_file: Path) -> str:
+    """knot.conf for a Knot of our own: one zone, every file in ``workdir``."""
+    return f"""server:
     rundir: "{workdir}"
-    listen: {HOST}@{port}
+    listen: {host}@{port}
 log:
   - target: stderr
     any: info
@@ -216,10 +210,20 @@ template:
   - id: default
     storage: "{workdir}"
 zone:
-  - domain: gap.test
-    file: "{zone}"
-""",
-    )
+  - domain: {zone}
+    file: "{zone_file}"
+"""
+
+
+def _nsd(workdir: Path, port: int, _backend: RunningServer | None) -> list[str]:
+    conf = _write(workdir / "nsd.conf",
+                  nsd_config(workdir, HOST, port, "gap.test", _zone_file(workdir)))  # fmt: skip
+    return ["nsd", "-d", "-c", str(conf)]
+
+
+def _knot(workdir: Path, port: int, _backend: RunningServer | None) -> list[str]:
+    conf = _write(workdir / "knot.conf",
+                  knot_config(workdir, HOST, port, "gap.test", _zone_file(workdir)))  # fmt: skip
     return ["knotd", "-c", str(conf)]
 
 

@@ -30,7 +30,7 @@ import dns.rdatatype
 
 from tests.support import stop_process
 
-from .launch import LaunchError, MissingServerError, bind_options
+from .launch import LaunchError, MissingServerError, bind_options, knot_config, nsd_config
 
 ZONE = "survey.test."
 PARENT = "test."
@@ -147,51 +147,15 @@ def _nsd(workdir: Path, port: int, address: str, zone: str, text: str) -> list[s
     zone_file = workdir / f"{zone}.zone"
     zone_file.write_text(text)
     conf = workdir / "nsd.conf"
-    conf.write_text(f"""server:
-    ip-address: {address}
-    port: {port}
-    do-ip6: no
-    username: ""
-    chroot: ""
-    zonesdir: "{workdir}"
-    database: ""
-    zonelistfile: "{workdir}/zone.list"
-    xfrdfile: "{workdir}/xfrd.state"
-    xfrdir: "{workdir}"
-    pidfile: "{workdir}/nsd.pid"
-    logfile: "{workdir}/nsd.log"
-    server-count: 1
-    verbosity: 1
-remote-control:
-    control-enable: no
-zone:
-    name: "{zone}"
-    zonefile: "{zone_file}"
-""")
+    conf.write_text(nsd_config(workdir, address, port, zone, zone_file))
     return ["nsd", "-d", "-c", str(conf)]
 
 
 def _knot(workdir: Path, port: int) -> list[str]:
-    zone = workdir / "survey.test.zone"
-    zone.write_text(zone_text(SERIAL - 1))  # a secondary that missed the last change
+    zone_file = workdir / "survey.test.zone"
+    zone_file.write_text(zone_text(SERIAL - 1))  # a secondary that missed the last change
     conf = workdir / "knot.conf"
-    conf.write_text(f"""server:
-    rundir: "{workdir}"
-    listen: {ADDRESSES['ns3']}@{port}
-log:
-  - target: stderr
-    any: info
-database:
-    storage: "{workdir}/db"
-control:
-    listen: "{workdir}/knot.sock"
-template:
-  - id: default
-    storage: "{workdir}"
-zone:
-  - domain: survey.test
-    file: "{zone}"
-""")
+    conf.write_text(knot_config(workdir, ADDRESSES["ns3"], port, "survey.test", zone_file))
     return ["knotd", "-c", str(conf)]
 
 
