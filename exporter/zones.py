@@ -326,6 +326,10 @@ class ZoneWatcher:
                             "(%d addresses): %s", zone, len(entry.servers), exc)  # fmt: skip
                 self.state.record_zone_discovery(zone, ok=False)
                 delay = spec.discovery.refresh_min
+            except Exception:  # a bug must cost one lookup, never the zone's refreshes
+                log.exception("zone %s: name server lookup failed unexpectedly", zone)
+                self.state.record_zone_discovery(zone, ok=False)
+                delay = spec.discovery.refresh_min
             else:
                 self._adopt(entry, found)
                 delay = refresh_delay(found.ttl, spec.discovery)
@@ -365,10 +369,10 @@ class ZoneWatcher:
                 servers = entry.servers
                 serials = await asyncio.gather(*(
                     read_serial(spec.zone, s.address, settings.port, settings.timeout)
-                    for s in servers))  # fmt: skip
+                    for s in servers), return_exceptions=True)  # fmt: skip
                 by_target = {server_target_name(spec.name, s): serial
                              for s, serial in zip(servers, serials, strict=True)
-                             if serial is not None}  # fmt: skip
+                             if isinstance(serial, int)}  # fmt: skip
                 self.state.record_zone_serials(plain(spec.zone), by_target)
                 await asyncio.sleep(settings.serial_interval)
             else:
