@@ -84,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run reference servers in-process and probe them")
     _add_serve_options(demo)
+    demo.add_argument("--config-out", metavar="FILE", default=None,
+                      help="write the demo's config to FILE: `dnsgap serve --config FILE` "
+                      "then probes the demo's servers")  # fmt: skip
 
     probe = sub.add_parser("probe", help="run one probe and print its outcome (the dig of gaps)")
     probe.add_argument("server", help="host:port, [v6]:port or hostname (port 53; 853 for tls "
@@ -373,7 +376,7 @@ def _demo_command(args: argparse.Namespace) -> int:
     from exporter.demo import run_demo
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_demo(args.listen or DEFAULT_LISTEN))
+        asyncio.run(run_demo(args.listen or DEFAULT_LISTEN, args.config_out))
     return 0
 
 

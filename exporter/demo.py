@@ -185,14 +185,18 @@ async def start_demo_servers() -> DemoServers:
     return DemoServers(servers, await _start_encrypted())
 
 
-def demo_config(servers: DemoServers, listen: str) -> Config:
+def demo_config_text(servers: DemoServers, listen: str) -> str:
+    """The demo's config file text, for the servers as they run now."""
     text = _DEMO_CONFIG.format_map({name: s.port for name, s in servers.servers.items()})
     if servers.encrypted is not None:
         enc = servers.encrypted
         text += _DEMO_ENCRYPTED.format(ca_file=enc.ca_file, tls_port=enc.server.tls_port,
                                        doq_port=enc.doq.port)  # fmt: skip
-    text = f'http:\n  listen: "{listen}"\n' + text
-    return parse_config(text, "<dnsgap demo>")
+    return f'http:\n  listen: "{listen}"\n' + text
+
+
+def demo_config(servers: DemoServers, listen: str) -> Config:
+    return parse_config(demo_config_text(servers, listen), "<dnsgap demo>")
 
 
 async def _keep_pushing(server: RunningServer) -> None:
@@ -212,7 +216,10 @@ async def _regress_later(server: RunningServer, after: float) -> None:
                                            dso=REGRESSED.dso)  # fmt: skip
 
 
-async def run_demo(listen: str) -> None:
+async def run_demo(listen: str, config_out: str | None = None) -> None:
+    """Run the demo; ``config_out`` names a file to write its config to, so that a
+    `dnsgap serve --config` probes the same servers (a second exporter, or the same
+    one restarted, as the alert tests do)."""
     servers = await start_demo_servers()
     loop = asyncio.get_running_loop()
     tasks = [loop.create_task(_keep_pushing(servers.servers["demo-dso-push"])),
@@ -228,6 +235,9 @@ async def run_demo(listen: str) -> None:
                   f"(DoT) and :{enc.doq.port}/udp (DoQ), a throw-away certificate",
                   flush=True)  # fmt: skip
         config = demo_config(servers, listen)
+        if config_out is not None:
+            await asyncio.to_thread(Path(config_out).write_text,
+                                    demo_config_text(servers, listen), encoding="utf-8")
         await serve(config, None, listen, Shard(0, 1),
                     ready_message="dnsgap demo: probes run every 10 s; the first NOTIMP "
                     "and DSOTYPENI series appear within seconds. Ctrl-C stops.")  # fmt: skip

@@ -19,11 +19,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextlib.contextmanager
-def running_demo() -> Iterator[str]:
-    """Start ``python -m exporter demo`` on a free port; yield its base URL; stop it by PID."""
+def running_demo(*args: str) -> Iterator[str]:
+    """Start ``python -m exporter demo ARGS`` on a free port; yield its base URL; stop it
+    by PID."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "exporter", "demo", "--listen", f"127.0.0.1:{port}"],
+        [sys.executable, "-m", "exporter", "demo", "--listen", f"127.0.0.1:{port}", *args],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.demo import _DEMO_CONFIG, REGRESS_AFTER_SECONDS
+from exporter.demo import REGRESS_AFTER_SECONDS
 from tests.conftest import free_port
 from tests.live_demo import DEMO_SETTLED, ROOT, running_demo, wait_for_metrics
 from tests.support import stop_process
@@ -141,7 +141,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     rules.write_text(yaml.safe_dump(shortened_rules(yaml.safe_load(ALERTS.read_text())),
                                     sort_keys=False))  # fmt: skip
     targets_file = tmp / "dnsgap-targets.json"
-    with running_demo() as demo:
+    # The demo writes its config, so that a second exporter can probe its servers.
+    with running_demo("--config-out", str(tmp / "demo.yml")) as demo:
         wait_for_metrics(demo, r"^dnsgap_build_info")
         _point_job_at(targets_file, demo)
         config = {
@@ -288,15 +289,6 @@ def test_every_dashboard_panel_query_returns_data(stack: Stack) -> None:
 # -- alerts (last: the scenario restarts and stops the exporter) ----------------------
 
 
-def _exporter_config(demo: str, listen: str) -> str:
-    """The demo's own config, pointed at the demo's running servers (their addresses are
-    on dnsgap_probe_info): a second exporter that probes the very same servers."""
-    text = wait_for_metrics(demo, *DEMO_SETTLED)
-    ports = dict(re.findall(r'^dnsgap_probe_info\{target="([^"]+)",probe="[^"]+",'
-                            r'server="127\.0\.0\.1:(\d+)"', text, re.MULTILINE))  # fmt: skip
-    return f'http:\n  listen: "{listen}"\n' + _DEMO_CONFIG.format_map(ports)
-
-
 @contextlib.contextmanager
 def _running_exporter(config: Path, listen: str) -> Iterator[subprocess.Popen[bytes]]:
     process = subprocess.Popen(
@@ -340,9 +332,7 @@ def test_alert_scenario_new_gap_restart_under_a_new_instance_and_exporter_down(
     #    probing the same servers, already regressed, so every outcome it sees is a
     #    first one. Prometheus' target moves to it.
     listen = f"127.0.0.1:{free_port()}"
-    config = stack.tmp / "restarted.yml"
-    config.write_text(_exporter_config(stack.demo, listen))
-    with _running_exporter(config, listen):
+    with _running_exporter(stack.tmp / "demo.yml", listen):
         wait_for_metrics(f"http://{listen}", *DEMO_SETTLED)
         _point_job_at(stack.targets_file, f"http://{listen}")
         _wait("Prometheus scrapes the restarted exporter", lambda: _query(
