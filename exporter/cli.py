@@ -38,6 +38,7 @@ from exporter.config import (
     TsigKey,
     ZoneTarget,
     default_expect,
+    dso_tlv_type_problem,
     parse_server,
 )
 from exporter.kinds import ProbeKind
@@ -123,7 +124,8 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("--no-tcp-fallback", action="store_true",
                        help="report a truncated UDP reply instead of retrying over TCP")
     probe.add_argument("--allow-notify", action="store_true",
-                       help="required for --kind notify: it makes secondaries refresh")
+                       help="required for --kind notify and --kind opcode --opcode 4: "
+                       "NOTIFY makes secondaries refresh")  # fmt: skip
     probe.add_argument("--dso-type", type=lambda s: int(s, 0), default=None,
                        help="dso_tlv: TLV type (default 0xF7FF, unassigned)")
     probe.add_argument("--push-name", default=None, help="dso_push_subscribe: name")
@@ -211,9 +213,13 @@ def _probe_command(args: argparse.Namespace) -> int:
     except (ValueError, dns.rdatatype.UnknownRdatatype) as exc:
         print(f"dnsgap probe: {exc}", file=sys.stderr)
         return 2
-    if spec.kind is ProbeKind.NOTIFY and not spec.allow_notify:
-        print("dnsgap probe: --kind notify makes the server's secondaries refresh; "
+    if spec.sends_notify and not spec.allow_notify:
+        what = "--kind notify" if spec.kind is ProbeKind.NOTIFY else "--opcode 4 (NOTIFY)"
+        print(f"dnsgap probe: {what} makes the server's secondaries refresh; "
               "add --allow-notify to send it", file=sys.stderr)  # fmt: skip
+        return 2
+    if spec.kind is ProbeKind.DSO_TLV and (why := dso_tlv_type_problem(spec.dso.tlv_type)):
+        print(f"dnsgap probe: --dso-type: expected {why}", file=sys.stderr)
         return 2
     result = asyncio.run(run_probe(target, spec))
     if args.json:

@@ -211,6 +211,11 @@ async def run_outcome(target: Target, spec: ProbeSpec,
         target = dataclasses.replace(target, port=spec.port)
     if spec.kind.is_dso:
         return await _run_dso(target, spec, contexts)
+    if spec.sends_notify and not spec.allow_notify:
+        # RFC 1996: a NOTIFY makes a secondary query its primary. The config and the
+        # CLI refuse it without the opt-in; this refuses it however the spec was made.
+        return Outcome(WireEvent.NOT_SENT, transport=spec.transport.value,
+                       error="NOTIFY (opcode 4) without allow_notify: not sent")  # fmt: skip
     request = request_for(spec, target.zone)
     return await exchange_classic(target, spec, request, contexts)
 

@@ -328,6 +328,64 @@ def test_notify_without_opt_in_is_rejected(load_error: Callable[[str], ConfigErr
     assert "allow_notify: true" in err.message
 
 
+def test_raw_opcode_4_is_a_notify_and_needs_the_same_opt_in(
+    load_error: Callable[[str], ConfigError],
+) -> None:
+    err = load_error("""
+        targets:
+          - name: a
+            server: 192.0.2.1
+            probes: [{name: n, kind: opcode, opcode: 4}]
+    """)
+    assert err.key == "targets[0].probes[0].allow_notify"
+    assert "opcode 4 (NOTIFY)" in err.message
+    # A template (what ad-hoc /probe requests run) is checked the same way.
+    err = load_error("""
+        probes:
+          notify4: {kind: opcode, opcode: 4}
+        targets: [{name: a, server: 192.0.2.1, probes: [{name: q, kind: query}]}]
+    """)
+    assert "allow_notify: true" in err.message
+    opted_in = parse("""
+        targets:
+          - name: a
+            server: 192.0.2.1
+            probes: [{name: n, kind: opcode, opcode: 4, allow_notify: true}]
+    """)
+    assert opted_in.targets[0].probes[0].sends_notify
+
+
+@pytest.mark.parametrize(("tlv_type", "hint"), [
+    ("1", "use kind dso_keepalive"), ("2", "only a server sends"),
+    ("3", "use kind dso_padding"), ("0x40", "use kind dso_push_subscribe"),
+    ("0x41", "only a server sends"), ("0x42", "unidirectional"), ("0x43", "unidirectional"),
+])  # fmt: skip
+def test_dso_tlv_with_an_assigned_type_is_rejected_with_the_kind_to_use(
+    load_error: Callable[[str], ConfigError], tlv_type: str, hint: str
+) -> None:
+    err = load_error(f"""
+        targets:
+          - name: a
+            server: 192.0.2.1
+            probes: [{{name: t, kind: dso_tlv, dso: {{tlv_type: {tlv_type}}}}}]
+    """)
+    assert err.key == "targets[0].probes[0].dso.tlv_type"
+    assert hint in err.message
+    assert "expected an unassigned or experimental DSO TLV type" in err.message
+
+
+def test_dso_tlv_with_an_unassigned_or_experimental_type_is_accepted() -> None:
+    config = parse("""
+        targets:
+          - name: a
+            server: 192.0.2.1
+            probes:
+              - {name: t, kind: dso_tlv, dso: {tlv_type: 0x0004}}
+              - {name: x, kind: dso_tlv, dso: {tlv_type: 0xF800}}
+    """)
+    assert [p.dso.tlv_type for p in config.targets[0].probes] == [4, 0xF800]
+
+
 def test_unknown_template_is_named(load_error: Callable[[str], ConfigError]) -> None:
     err = load_error("""
         probes:

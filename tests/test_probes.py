@@ -30,6 +30,7 @@ from exporter.config import (
 from exporter.kinds import ProbeKind
 from exporter.probes import ProbeResult, run_probe
 from exporter.refserver import ServerBehaviour
+from tests.hostile import HostileServer, Mode
 from tests.support import make_self_signed_cert
 
 ZONE = "demo.example."
@@ -224,6 +225,47 @@ def test_cli_probe_json_reports_null_rcode_for_silence(capsys: pytest.CaptureFix
 def test_cli_refuses_notify_without_opt_in(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["probe", "127.0.0.1:9", "--kind", "notify"]) == 2
     assert "--allow-notify" in capsys.readouterr().err
+
+
+def test_cli_refuses_raw_opcode_4_without_the_notify_opt_in(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async def scenario() -> tuple[int, int, str, int]:
+        async with await HostileServer.start(Mode.HEALTHY) as server:
+            argv = ["probe", f"127.0.0.1:{server.port}", "--kind", "opcode", "--opcode", "4",
+                    "--timeout", "0.5"]  # fmt: skip
+            refused = await asyncio.to_thread(main, argv)
+            err = capsys.readouterr().err
+            seen = server.stats.datagrams
+            assert await asyncio.to_thread(main, [*argv, "--allow-notify"]) == 0
+            return refused, seen, err, server.stats.datagrams
+
+    refused, seen, err, seen_after_opt_in = asyncio.run(scenario())
+    assert refused == 2
+    assert "--opcode 4 (NOTIFY)" in err
+    assert "--allow-notify" in err
+    assert seen == 0  # nothing was sent...
+    assert seen_after_opt_in == 1  # ...until the operator opted in
+
+
+def test_a_notify_built_any_other_way_is_not_sent_without_the_opt_in() -> None:
+    async def scenario() -> tuple[ProbeResult, int]:
+        async with await HostileServer.start(Mode.HEALTHY) as server:
+            for spec in (probe_spec(ProbeKind.OPCODE, opcode=4), probe_spec(ProbeKind.NOTIFY)):
+                target = Target("t", "127.0.0.1", server.port, (spec,), zone=ZONE)
+                result = await run_probe(target, spec)
+                assert result.cause is Cause.NOT_SENT, result.as_json()
+            await asyncio.sleep(0.1)
+            return result, server.stats.datagrams
+
+    result, seen = asyncio.run(scenario())
+    assert "allow_notify" in (result.outcome.error or "")
+    assert seen == 0
+
+
+def test_cli_refuses_dso_tlv_with_an_assigned_type(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["probe", "127.0.0.1:9", "--kind", "dso_tlv", "--dso-type", "0x40"]) == 2
+    assert "use kind dso_push_subscribe" in capsys.readouterr().err
 
 
 def test_cli_readable_line_names_rcode_cause_and_remedy(

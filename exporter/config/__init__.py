@@ -9,7 +9,12 @@ sections), :mod:`.discovery`, :mod:`.loading` (the entry points). Import from ``
 from exporter.config.errors import ConfigError, ConfigErrors
 from exporter.config.loading import load_config, parse_config, survey_probes
 from exporter.config.presets import SURVEY_PRESETS
-from exporter.config.probe_specs import HEADER_FLAGS, default_expect, resolve_zone_names
+from exporter.config.probe_specs import (
+    HEADER_FLAGS,
+    default_expect,
+    dso_tlv_type_problem,
+    resolve_zone_names,
+)
 from exporter.config.schema import (
     DEFAULT_LISTEN,
     DEFAULT_PORTS,
@@ -59,6 +64,7 @@ __all__ = [
     "TsigKey",
     "ZoneTarget",
     "default_expect",
+    "dso_tlv_type_problem",
     "load_config",
     "parse_config",
     "parse_duration",

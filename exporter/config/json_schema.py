@@ -128,7 +128,8 @@ _EDNS_TYPES: Mapping[str, Schema] = {
 _DSO_TYPES: Mapping[str, Schema] = {
     "inactivity_timeout": _DURATION,
     "keepalive_interval": _DURATION,
-    "tlv_type": _int(1, 65535, "TLV type for dso_tlv"),
+    "tlv_type": _int(1, 65535, "TLV type for dso_tlv: unassigned or experimental (the "
+                     "assigned 1-3, 0x40-0x43 have their own kinds)"),
     "push_name": _DNS_NAME,
     "push_type": _RRTYPE,
     "push_class": _RRCLASS,
@@ -177,7 +178,8 @@ _PROBE_TYPES: Mapping[str, Schema] = {
     "dso": _ref("dso"),
     "doh": _ref("doh"),
     "fallback": _ref("fallback"),
-    "allow_notify": _bool("required for notify probes: NOTIFY makes secondaries refresh"),
+    "allow_notify": _bool("required for notify probes and opcode 4: NOTIFY makes "
+                          "secondaries refresh"),
 }
 _SURVEY_TYPES: Mapping[str, Schema] = {
     **_PROBE_TYPES,

@@ -78,6 +78,30 @@ def default_expect(spec: ProbeSpec) -> frozenset[str]:
 # QUERY, NOTIFY, UPDATE, DSO: a header-only message with these is judged on its merits.
 _IMPLEMENTED_OPCODES = frozenset({0, 4, 5, 6})
 
+#: DSO TLV types an RFC assigns, and why a ``dso_tlv`` probe cannot send them with a
+#: made-up body: a DSO server would reset the session or answer the malformed
+#: request, which says nothing about the type. The dedicated kinds send valid ones.
+_ASSIGNED_DSO_TYPES: Mapping[int, str] = {
+    0x0001: "Keepalive (RFC 8490 §7.1): use kind dso_keepalive",
+    0x0002: "Retry Delay, which only a server sends (RFC 8490 §7.2)",
+    0x0003: "Encryption Padding, never a primary TLV (RFC 8490 §7.3): use kind dso_padding",
+    0x0040: "SUBSCRIBE (RFC 8765 §6.2): use kind dso_push_subscribe",
+    0x0041: "PUSH, which only a server sends (RFC 8765 §6.3)",
+    0x0042: "UNSUBSCRIBE, a unidirectional message (RFC 8765 §6.4) that "
+            "dso_push_subscribe sends",
+    0x0043: "RECONFIRM, a unidirectional message (RFC 8765 §6.5)",
+}  # fmt: skip
+
+
+def dso_tlv_type_problem(tlv_type: int) -> str | None:
+    """Why ``dso_tlv`` cannot probe this TLV type, or None when it can (unassigned
+    and experimental types: their answer is DSOTYPENI or an implementation's own)."""
+    why = _ASSIGNED_DSO_TYPES.get(tlv_type)
+    if why is None:
+        return None
+    return (f"an unassigned or experimental DSO TLV type for dso_tlv; {tlv_type:#06x} is "
+            f"{why} (got {tlv_type:#06x})")  # fmt: skip
+
 
 # Keepalive, Retry Delay, Padding, and the DNS Push types (RFC 8490, RFC 8765).
 _IMPLEMENTED_DSO_TYPES = frozenset({0x0001, 0x0002, 0x0003, 0x0040, 0x0041, 0x0042, 0x0043})
@@ -117,7 +141,7 @@ _KIND_ONLY: Mapping[str, frozenset[ProbeKind]] = {
     "opcode": frozenset({ProbeKind.OPCODE}),
     "question": frozenset({ProbeKind.OPCODE}),
     "header_flags": frozenset({ProbeKind.QUERY, ProbeKind.OPCODE}),
-    "allow_notify": frozenset({ProbeKind.NOTIFY}),
+    "allow_notify": frozenset({ProbeKind.NOTIFY, ProbeKind.OPCODE}),
     "max_transfer_bytes": frozenset({ProbeKind.IXFR, ProbeKind.AXFR}),
     "zone": frozenset({ProbeKind.IXFR, ProbeKind.AXFR, ProbeKind.UPDATE, ProbeKind.NOTIFY}),
     "fallback": _DSO_KINDS | {ProbeKind.IXFR},
@@ -401,14 +425,18 @@ def _check_probe(ctx: _Ctx, spec: ProbeSpec, merged: _Layer, where: _Src,
             f"expected timeout <= interval (got timeout {spec.timeout:g}s, "
             f"interval {spec.interval:g}s)",
         )
-    if spec.kind is ProbeKind.NOTIFY and not spec.allow_notify:
+    if spec.sends_notify and not spec.allow_notify:
         src = at("allow_notify")
+        what = "a notify probe" if spec.kind is ProbeKind.NOTIFY else "opcode 4 (NOTIFY)"
         ctx.fail(
             src.node,
             src.key,
-            "expected `allow_notify: true` for a notify probe: NOTIFY makes a secondary "
+            f"expected `allow_notify: true` for {what}: NOTIFY makes a secondary "
             "query its primary (RFC 1996) (got no opt-in)",
         )
+    if spec.kind is ProbeKind.DSO_TLV and (why := dso_tlv_type_problem(spec.dso.tlv_type)):
+        src = at("dso.tlv_type")
+        ctx.fail(src.node, src.key, f"expected {why}")
     if spec.transport is Transport.UDP and spec.kind.is_dso and not spec.dso.allow_udp:
         src = at("transport")
         ctx.fail(

@@ -159,8 +159,15 @@ class ProbeSpec:
     dso: DsoSettings = DsoSettings()
     doh: DohSettings = DohSettings()
     fallback: FallbackSettings | None = None
-    #: ``notify`` probes only run when this is True (they make secondaries refresh).
+    #: A NOTIFY (``notify``, or ``opcode`` 4) is only sent when this is True: it makes
+    #: secondaries refresh.
     allow_notify: bool = False
+
+    @property
+    def sends_notify(self) -> bool:
+        """Whether the request is a NOTIFY (RFC 1996): kind notify, or opcode 4 sent raw."""
+        return self.kind is ProbeKind.NOTIFY or (
+            self.kind is ProbeKind.OPCODE and self.opcode == 4)  # fmt: skip
 
     @property
     def sends_rd(self) -> bool:
