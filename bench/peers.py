@@ -102,8 +102,11 @@ def ensure_peers_venv() -> str | None:
     try:
         subprocess.run([procs.PYTHON, "-m", "venv", str(PEERS_VENV)], check=True,
                        capture_output=True)  # fmt: skip
+        # dnspython 2.9 moved DoH to httpx2; dns-exporter 1.2 still hands it an httpx
+        # session (connection_reuse), so its DoH fails with 2.9 (bench/encrypted.py).
         subprocess.run([str(PEERS_VENV / "bin" / "pip"), "install", "-q",
-                        "--disable-pip-version-check", "dns-exporter", "httpx"],
+                        "--disable-pip-version-check", "dns-exporter", "httpx",
+                        "dnspython[doh,doq,dnssec,idna]<2.9"],
                        check=True, capture_output=True, timeout=300)  # fmt: skip
     except (OSError, subprocess.SubprocessError) as exc:
         return f"could not install dns-exporter into {PEERS_VENV}: {exc}"

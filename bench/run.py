@@ -20,10 +20,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import dnsserver, limits, outage, peers, reload, scheduled, scrape
+from bench import dnsserver, encrypted, limits, outage, peers, reload, scheduled, scrape
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SECTIONS = ("peers", "scheduled", "outage", "scrape", "limits", "reload")
+SECTIONS = ("peers", "scheduled", "outage", "scrape", "limits", "reload", "encrypted")
 
 
 @dataclass(frozen=True)
@@ -259,12 +259,17 @@ def main(argv: list[str] | None = None) -> int:
             limit = (limits.run(workdir, server, plan.limit_queries, plan.concurrency,
                                 plan.repeats) if "limits" in sections else [])  # fmt: skip
             reloaded = reload.run(workdir, server, args.mode) if "reload" in sections else None
+            secured = (encrypted.run(workdir, plan.probes, plan.concurrency, plan.repeats,
+                                     install=not args.no_install)
+                       if "encrypted" in sections else [])  # fmt: skip
         finally:
             server.stop()
     table = render(args.mode, plan, server.name, started, peer=peer, fleets=fleets,
                    scrapes=scrapes, limit=limit, outages=outages)
     if reloaded is not None:
         table += "\n" + reload.render(reloaded)
+    if secured:
+        table += "\n" + encrypted.render(secured, plan.probes, plan.repeats, plan.concurrency)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(table)
     print(table)

@@ -21,9 +21,12 @@ def test_bench_smoke_mode_writes_a_table_of_every_section(tmp_path: Path) -> Non
     table = out.read_text()
     assert table.strip() == result.stdout.strip()
     for heading in ("## /probe over HTTP", "## Scheduled mode", "## Scrape cost",
-                    "## Local limits", "## Goals", "## Reload"):  # fmt: skip
+                    "## Local limits", "## Goals", "## Reload",
+                    "## Encrypted transports"):  # fmt: skip
         assert heading in table
     assert "| dnsgap /probe |" in table
+    assert "| dnsgap /probe | doh |" in table
+    assert "| dnsgap /probe | doq |" in table
     assert "| 100 (20 x 5) |" in table
     assert "- Machine: " in table
 
