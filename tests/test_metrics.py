@@ -168,3 +168,18 @@ def test_a_reload_or_a_probe_between_chunks_does_not_break_the_scrape() -> None:
     families = list(text_string_to_metric_families("".join(text)))
     assert {family.name for family in families} >= {"dnsgap_probe_responses",
                                                      "dnsgap_support_gap"}  # fmt: skip
+
+
+def test_series_budget_of_a_query_pair_is_the_documented_one() -> None:
+    # bench/README.md "Series budget per (target, probe)" and the README quote these.
+    budget = {}
+    for histogram in (True, False):
+        state = MetricsState()
+        state.sync(Config(targets=(target("ns1", SOA),),
+                          scheduler=SchedulerSettings(duration_histogram=histogram,
+                                                      conformance_series=False)),
+                   [(target("ns1", SOA), SOA)])  # fmt: skip
+        state.record("ns1", "soa", result(0, Cause.NONE))
+        budget[histogram] = sum(1 for name, labels in samples(state)
+                                if ("probe", "soa") in labels)  # fmt: skip
+    assert budget == {True: 60, False: 44}
