@@ -81,6 +81,10 @@ def shortened_rules(original: dict[str, Any], for_: str = TEST_FOR) -> dict[str,
     return {"groups": groups}
 
 
+#: The name tests/test_chaos_alerts.py imports.
+_test_rules = shortened_rules
+
+
 def _api(base: str, path: str, **params: str) -> Any:
     url = f"{base}{path}?{urllib.parse.urlencode(params)}" if params else f"{base}{path}"
     with urllib.request.urlopen(url, timeout=10) as response:
