@@ -125,7 +125,8 @@ def start_servers(workdir: Path) -> Servers:
 
 
 def _dnsgap_config(servers: Servers, http_port: int) -> str:
-    probe = 'kind: query, qname: "@", qtype: SOA, interval: 1h, timeout: 2s'
+    # RD clear, as the peers below are configured (recursion_desired: false)
+    probe = 'kind: query, qname: "@", qtype: SOA, rd: false, interval: 1h, timeout: 2s'
     return f"""\
 http:
   listen: "127.0.0.1:{http_port}"

@@ -51,7 +51,7 @@ targets:
     server: "127.0.0.1:{server_port}"
     zone: {ZONE}
     probes:
-      - {{name: soa, kind: query, qname: "@", qtype: SOA, interval: 1h, timeout: 2s}}
+      - {{name: soa, kind: query, qname: "@", qtype: SOA, rd: false, interval: 1h, timeout: 2s}}
 """
 
 
