@@ -66,7 +66,14 @@ def survey(zone: ZoneServers, tmp_path_factory: pytest.TempPathFactory) -> dict[
         capture_output=True, text=True, timeout=180, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    return {"report": json.loads(result.stdout), "stderr": result.stderr, "html": html}
+    plain = subprocess.run(
+        [sys.executable, "-m", "exporter", "survey", ZONE, "--resolver", zone.resolver_address,
+         "--port", str(zone.port)],
+        capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert plain.returncode == 0, plain.stderr
+    return {"report": json.loads(result.stdout), "stderr": result.stderr, "html": html,
+            "matrix": plain.stdout}  # fmt: skip
 
 
 def _servers(survey: dict[str, object]) -> dict[str, dict[str, object]]:
@@ -104,6 +111,34 @@ def test_each_server_shows_its_own_gaps(survey: dict[str, object], server: str,
     result = _servers(survey)[server]["probes"]
     assert isinstance(result, dict)
     assert result[probe]["cause"] == expected_cause(server, probe), (server, probe)
+
+
+def _matrix(text: str) -> tuple[list[str], dict[str, list[str]]]:
+    """The printed matrix: the servers' NS names by column, and the cells by probe."""
+    legend = re.findall(r"^  \[\d+\] survey\.test/(ns\d)\.", text, re.MULTILINE)
+    rows = {}
+    for line in text.splitlines():
+        cells = line.split()
+        if len(cells) == len(legend) + 1 and not line.startswith((" ", "probe")):
+            rows[cells[0]] = cells[1:]
+    return legend, rows
+
+
+@pytest.mark.parametrize("probe", list(SAME_AS))
+def test_the_printed_matrix_shows_each_servers_gap_in_its_column(
+    survey: dict[str, object], probe: str,
+) -> None:
+    columns, rows = _matrix(str(survey["matrix"]))
+    assert sorted(columns) == sorted(ADDRESSES)
+    assert "\033[" not in str(survey["matrix"])  # piped: no colour
+    for server, shown in zip(columns, rows[probe], strict=True):
+        cause = expected_cause(server, probe)
+        healthy = cause == "none" or (probe.startswith("edns1") and cause == "bad_version")
+        if healthy:  # ok, unless the answer broke a conformance check (docs/conformance.md)
+            violations = _servers(survey)[server]["probes"][probe]["violations"]
+            assert shown == "ok" or shown in violations, (server, probe, shown)
+        else:
+            assert shown == cause, (server, probe)
 
 
 def test_the_status_page_of_the_run_has_every_server(survey: dict[str, object]) -> None:
