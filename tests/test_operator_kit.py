@@ -292,7 +292,7 @@ def test_the_required_alerts_exist() -> None:
         "DnsgapUnexpectedAnswer", "DnsgapProbeFlapping", "DnsgapFallbackFailing",
         "DnsgapExporterDown", "DnsgapProbeScrapeFailed", "DnsgapConfigReloadFailed",
         "DnsgapProbesSkipped", "DnsgapSchedulerLate", "DnsgapProbeStale",
-        "DnsgapDsoSessionChurn"}  # fmt: skip
+        "DnsgapDsoSessionChurn", "DnsgapNewConformanceViolation"}  # fmt: skip
     assert len(RULE_NAMES) == len(set(RULE_NAMES))
 
 
