@@ -380,9 +380,9 @@ def test_dnssd_proxy_mode_answers_a_message_sharing_a_record_with_its_length_onl
     assert loop_thread.call(_answers_within(server.tls_port, one_record, 0.5)) == 0
     # The second message brings the first one's answer (and is itself held back).
     two_records = [frame(first), frame(second)]
-    assert loop_thread.call(_answers_within(server.tls_port, two_records, 0.5)) == 1
+    assert loop_thread.call(_answers_within(server.tls_port, two_records, 1.5)) == 1
     split = [frame(first)[:2], first]
-    assert loop_thread.call(_answers_within(server.tls_port, split, 2.0)) == 1
+    assert loop_thread.call(_answers_within(server.tls_port, split, 1.5)) == 1
 
 
 @pytest.mark.parametrize("kind", [ProbeKind.DSO_KEEPALIVE, ProbeKind.DSO_PUSH_SUBSCRIBE])
