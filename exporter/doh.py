@@ -118,6 +118,9 @@ class _Connection:
         self.slots = asyncio.Semaphore(_MAX_STREAMS)
         #: No new streams: the server sent GOAWAY, or the connection is gone.
         self.draining = False
+        #: Streams the server finished: a connection that answered before can have
+        #: been closed by the server as idle just as a probe used it.
+        self.answered = 0
         self.closed = False
         self.h2.initiate_connection()
         self._flush()
@@ -205,6 +208,7 @@ class _Connection:
                     error=f"DoH body exceeds the cap of {stream.max_bytes} bytes",
                     cert_not_after=self.cert_not_after))  # fmt: skip
         elif isinstance(event, h2.events.StreamEnded):
+            self.answered += 1
             stream.done.set_result(judge_response(stream.status, stream.content_type,
                                                   bytes(stream.body), self.cert_not_after))
         elif isinstance(event, h2.events.StreamReset):
@@ -378,21 +382,33 @@ async def exchange(host: str, port: int, wire: bytes, timeout: float, *,
     authority = server_name if port == 443 else f"{_bracketed(server_name)}:{port}"
     headers, body = request_headers(method, authority, path, wire)
     connection: _Connection | Outcome | None = None
+    result: ExchangeResult | None = None
     try:
         async with asyncio.timeout(timeout):
-            for _ in range(2):  # a second try only after a GOAWAY left the stream unseen
+            # A second try, on a fresh connection, only when the server never saw the
+            # stream: past a GOAWAY's last stream id (RFC 9113 §6.8), or on a connection
+            # that had answered before and was closed (idle) as this probe used it.
+            for _ in range(2):
                 connection = await pool().connection(host, port, server_name, settings,
                                                      timeout)  # fmt: skip
                 if isinstance(connection, Outcome):
                     return connection
+                reused = connection.answered > 0
                 result = await connection.exchange(headers, body, max_bytes)
-                if result is not None:
+                if result is not None and not (reused and _lost_unseen(result)):
                     return result
+            if result is not None:
+                return result
             expiry = connection.cert_not_after if connection is not None else None
             return _with_cert(_UNPROCESSED, expiry)
     except TimeoutError as exc:
         expiry = connection.cert_not_after if isinstance(connection, _Connection) else None
         return _with_cert(failure_outcome(exc, "doh"), expiry)
+
+
+def _lost_unseen(result: ExchangeResult) -> bool:
+    return (isinstance(result, Outcome) and result.bytes_received == 0
+            and result.event in (WireEvent.CLOSED, WireEvent.RESET))  # fmt: skip
 
 
 def _bracketed(host: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 from pathlib import Path
 
 import dns.message
@@ -19,7 +20,7 @@ from exporter.kinds import ProbeKind
 from exporter.outcome import Outcome, WireEvent
 from exporter.probes import ProbeResult, run_probe
 from exporter.transport import Received
-from tests.h2server import ResettingH2Server
+from tests.h2server import H2Server
 
 _QUERY = dns.message.make_query("gap.test.", "SOA", id=0).to_wire()
 
@@ -73,7 +74,7 @@ def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
 
 def test_a_stream_reset_by_the_server_is_stream_reset(cert: tuple[str, str]) -> None:
     async def scenario() -> tuple[ProbeResult, ProbeResult, int]:
-        async with await ResettingH2Server.start(*cert) as server:
+        async with await H2Server.start(*cert, "reset") as server:
             target, spec = _probe(server.port, TlsSettings(ca_file=cert[0]))
             first, second = await run_probe(target, spec), await run_probe(target, spec)
             # A reset stream leaves the connection in place for the next probe.
@@ -109,3 +110,44 @@ def test_nothing_listening_is_connection_refused() -> None:
 
     result = asyncio.run(run_probe(*_probe(free_port(), TlsSettings())))
     assert result.cause is Cause.CONNECTION_REFUSED
+
+
+def test_a_stream_the_server_never_processed_is_retried_on_a_new_connection(
+    cert: tuple[str, str],
+) -> None:
+    # GOAWAY with last stream id 0: our stream was not processed (RFC 9113 §6.8).
+    async def scenario() -> tuple[ProbeResult, int]:
+        async with await H2Server.start(*cert, "goaway_first") as server:
+            result = await run_probe(*_probe(server.port, TlsSettings(ca_file=cert[0])))
+            return result, server.connections
+
+    result, connections = asyncio.run(scenario())
+    assert (result.cause, result.rcode_label) == (Cause.NONE, "NOERROR")
+    assert connections == 2
+
+
+def test_a_reused_connection_closed_by_the_server_is_retried_not_a_gap(
+    cert: tuple[str, str],
+) -> None:
+    # The server closes the connection as the second query arrives on it, the way an
+    # idle timeout races a probe: the probe goes again on a fresh connection.
+    async def scenario() -> tuple[list[ProbeResult], int]:
+        async with await H2Server.start(*cert, "close_second") as server:
+            target, spec = _probe(server.port, TlsSettings(ca_file=cert[0]))
+            results = [await run_probe(target, spec) for _ in range(3)]
+            return results, server.connections
+
+    results, connections = asyncio.run(scenario())
+    assert [r.cause for r in results] == [Cause.NONE] * 3
+    assert connections == 3  # probes 2 and 3 each found their connection closed
+
+
+def test_get_queries_reach_the_server_decoded(cert: tuple[str, str]) -> None:
+    async def scenario() -> ProbeResult:
+        async with await H2Server.start(*cert, "goaway_first") as server:
+            target, spec = _probe(server.port, TlsSettings(ca_file=cert[0]))
+            spec = dataclasses.replace(spec, doh=DohSettings(method="GET"))
+            return await run_probe(target, spec)
+
+    result = asyncio.run(scenario())
+    assert (result.cause, result.outcome.details["answers"]) == (Cause.NONE, 1)
