@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pty
 import re
 import sys
 
@@ -24,6 +26,8 @@ BEHAVIOURS = (
 
 
 async def _dnsgap(*args: str) -> tuple[int, str, str]:
+    if args and args[0] == "--on-a-terminal":
+        return await _dnsgap_on_a_terminal(*args[1:])
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "exporter", "survey", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -31,6 +35,39 @@ async def _dnsgap(*args: str) -> tuple[int, str, str]:
     out, err = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
+
+
+async def _dnsgap_on_a_terminal(*args: str) -> tuple[int, str, str]:
+    """stdout and stderr on a pseudo-terminal each, as in an interactive shell."""
+    out_main, out_side = pty.openpty()
+    err_main, err_side = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "exporter", "survey", *args,
+        stdout=out_side, stderr=err_side, env=env,
+    )  # fmt: skip
+    os.close(out_side)
+    os.close(err_side)
+    chunks: dict[int, bytearray] = {out_main: bytearray(), err_main: bytearray()}
+
+    def drain() -> None:
+        open_fds = set(chunks)
+        while open_fds:
+            for fd in list(open_fds):
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:  # EIO: the other side is closed
+                    data = b""
+                if not data:
+                    open_fds.discard(fd)
+                chunks[fd] += data
+
+    reader = asyncio.get_running_loop().run_in_executor(None, drain)
+    status = await asyncio.wait_for(process.wait(), 120)
+    await asyncio.wait_for(reader, 10)
+    for fd in chunks:
+        os.close(fd)
+    return status, chunks[out_main].decode(), chunks[err_main].decode()
 
 
 def survey(*args: str) -> list[tuple[int, str, str]]:
@@ -55,13 +92,14 @@ def survey(*args: str) -> list[tuple[int, str, str]]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, str, str]]:
     html = tmp_path_factory.mktemp("survey") / "survey.html"
-    names = ("json", "plain", "server", "udp", "unknown")
+    names = ("json", "plain", "server", "udp", "unknown", "tty")
     results = survey(
         f"fleet.test --resolver {{resolver}} --port {{port}} --json --html {html}",
         "fleet.test --resolver {resolver} --port {port} --transport udp",
         "fleet.test --server 127.0.0.3:{port} --transport tcp --json",
         "fleet.test --resolver {resolver} --port {port} --transport udp --json",
         "nowhere.test --resolver {resolver} --port {port}",
+        "--on-a-terminal fleet.test --resolver {resolver} --port {port} --transport udp",
     )
     out = dict(zip(names, results, strict=True))
     out["html"] = (0, html.read_text(encoding="utf-8"), "")
@@ -123,6 +161,18 @@ def test_the_piped_matrix_is_plain_text_with_each_gap_cause(
     assert "not_implemented: " in out
     # The progress line went to stderr.
     assert re.search(r"dnsgap survey fleet.test: (\d+)/\1 probes", err), err
+
+
+def test_on_a_terminal_the_matrix_is_coloured_and_progress_is_one_redrawn_line(
+    runs: dict[str, tuple[int, str, str]],
+) -> None:
+    status, out, err = runs["tty"]
+    assert status == 0
+    assert "\033[32mok" in out
+    assert "\033[31mnot_implemented" in out
+    # One line redrawn with carriage returns, erased at the end.
+    assert re.search(r"\rdnsgap survey fleet\.test: \d+/\d+ probes\r", err), err
+    assert err.rstrip().endswith("\033[K")
 
 
 def test_a_single_server_is_surveyed_with_server(runs: dict[str, tuple[int, str, str]]) -> None:
