@@ -17,6 +17,8 @@ from exporter.refserver import ServerBehaviour
 from exporter.survey import SurveyReport, SurveyTransport, render_matrix, run_survey, survey_specs
 from tests.zone_fleet import ZONE, Fleet, start_fleet
 
+pytestmark = pytest.mark.slow  # seven dnsgap survey runs in subprocesses, ~25 s
+
 #: ns1 implements everything; ns2 has the classic gaps; ns3 is not in the NS set.
 BEHAVIOURS = (
     ServerBehaviour(),
