@@ -24,7 +24,6 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.rdatatype
-import dns.resolver
 
 from exporter.config import DiscoverySettings, Target, Transport, ZoneTarget
 from exporter.metrics import MetricsState
@@ -34,6 +33,9 @@ log = logging.getLogger(__name__)
 
 #: The pseudo probe name that decides which replica reads a zone's serials.
 SERIAL_PROBE = "zone_soa_serial"
+#: Parent server addresses asked for the delegation before giving up: a TLD has a
+#: dozen servers, and a refresh must not wait a timeout for each.
+PARENT_ATTEMPTS = 3
 
 
 class DiscoveryError(Exception):
@@ -160,7 +162,7 @@ async def _addresses(resolver: dns.asyncresolver.Resolver, name: str) -> list[st
     for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
         try:
             answer = await resolver.resolve(name, rdtype, raise_on_no_answer=False)
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoNameservers, dns.exception.Timeout):
+        except dns.exception.DNSException:  # this name stays unresolved, the rest goes on
             continue
         if answer.rrset is not None:
             found.extend(rdata.address for rdata in answer.rrset)
@@ -175,8 +177,12 @@ async def _parent_ns(resolver: dns.asyncresolver.Resolver, zone: dns.name.Name,
     answer = await resolver.resolve(parent, dns.rdatatype.NS)
     query = dns.message.make_query(zone, dns.rdatatype.NS)
     query.flags &= ~dns.flags.RD
+    tried = 0
     for ns in sorted(plain(r.target.to_text()) for r in answer):
         for address in await _addresses(resolver, ns):
+            if tried == PARENT_ATTEMPTS:
+                break
+            tried += 1
             with contextlib.suppress(OSError, dns.exception.DNSException):
                 reply, _ = await dns.asyncquery.udp_with_fallback(
                     query, address, timeout=settings.timeout, port=settings.port)
