@@ -290,6 +290,43 @@ def test_every_dashboard_panel_query_returns_data(stack: Stack) -> None:
     assert empty == [], "panels with No data on the demo:\n" + "\n".join(empty)
 
 
+def _matrix_cells(stack: Stack, unexpected: str) -> dict[tuple[str, str], str]:
+    """The overview matrix's (target, probe) -> cell, with the Show switch at
+    ``unexpected`` (1: unexpected or changed only, 0: all pairs)."""
+    board = json.loads((ROOT / "grafana" / "dashboards" / "dnsgap-overview.json").read_text())
+    matrix = next(p for p in _panels(board["panels"])
+                  if p.get("title", "").startswith("Support-gap matrix"))  # fmt: skip
+    expr = _promql(matrix["targets"][0]["expr"].replace("$unexpected", unexpected))
+    return {(r["metric"]["target"], r["metric"]["probe"]): r["metric"]["cell"]
+            for r in _query(stack.prometheus, expr)}  # fmt: skip
+
+
+def test_the_matrix_shows_expected_answers_as_expected(stack: Stack) -> None:
+    """demo-auth is an authoritative server surveyed as such: BADVERS to EDNS version 1
+    is its healthy answer, not a red cell; so is DSOTYPENI to an unassigned TLV type."""
+    _wait("demo-regress regressed", lambda: _query(
+        stack.prometheus, f'dnsgap_gap_changes_total{{job="{JOB}",target="demo-regress"}} > 0'),
+        REGRESS_AFTER_SECONDS + 30)  # fmt: skip
+    cells = _matrix_cells(stack, "0")
+    assert cells[("demo-auth", "update")] == "not_implemented"
+    assert cells[("demo-auth", "edns1")] == "bad_version expected"
+    assert cells[("demo-dso-push", "dso_tlv")] == "dso_type_not_implemented expected"
+    assert cells[("demo-dso-push", "dso_push")] == "ok"
+    assert cells[("demo-regress", "update")] == "not_implemented"
+    # Every cell the query can produce has a colour and a text in the panel.
+    board = json.loads((ROOT / "grafana" / "dashboards" / "dnsgap-overview.json").read_text())
+    matrix = next(p for p in _panels(board["panels"])
+                  if p.get("title", "").startswith("Support-gap matrix"))  # fmt: skip
+    mapped = matrix["fieldConfig"]["defaults"]["mappings"][0]["options"]
+    assert set(cells.values()) <= set(mapped)
+    # "Unexpected or changed" leaves out what is as expected and did not change.
+    only = _matrix_cells(stack, "1")
+    assert ("demo-dso-push", "dso_push") not in only
+    assert ("demo-auth", "edns1") not in only
+    assert only[("demo-auth", "update")] == "not_implemented"
+    assert only[("demo-regress", "update")] == "not_implemented"
+
+
 # -- alerts (last: the scenario restarts and stops the exporter) ----------------------
 
 

@@ -215,3 +215,13 @@ def test_screenshot_shows_every_cause_colour_above_the_fold(rendered: Rendered) 
         colour = CLASS_COLOURS[css]
         rgb = tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))
         assert counts[rgb] > 3000, (css, colour, counts[rgb])
+
+
+def test_matrix_shows_an_expected_answer_as_expected(rendered: Rendered) -> None:
+    """demo-auth is surveyed as authoritative: BADVERS to EDNS version 1 is its healthy
+    answer, in the palette's expected colour with a check mark, not its cause's."""
+    chips = {chip["data-probe"]: chip for chip in _tables(rendered.dom).chips}
+    assert chips["edns1"]["class"] == "chip expected"
+    assert chips["edns1"]["data-cause"] == Cause.BAD_VERSION.value
+    assert chips["ixfr"]["class"] == "chip notimp"  # demo-auth only
+    assert "bad_version \u2713" in rendered.dom
