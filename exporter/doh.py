@@ -42,8 +42,9 @@ MAX_MESSAGE = 65535
 #: Connections kept per event loop; the least recently used one is closed past it.
 MAX_CONNECTIONS = 4096
 _READ_CHUNK = 65536
-#: Streams one connection carries at once (RFC 9113 §6.5.2 suggests servers allow
-#: at least 100); more probes of one server wait for a free stream.
+#: Streams one connection carries at once, at most (the server's
+#: SETTINGS_MAX_CONCURRENT_STREAMS may say fewer, RFC 9113 §5.1.2); more probes of
+#: one server wait for a stream to end.
 _MAX_STREAMS = 100
 
 
@@ -115,7 +116,8 @@ class _Connection:
             h2.config.H2Configuration(client_side=True, header_encoding=None)
         )
         self.streams: dict[int, _Stream] = {}
-        self.slots = asyncio.Semaphore(_MAX_STREAMS)
+        #: Set whenever a stream ends: probes waiting for a free stream look again.
+        self.freed = asyncio.Event()
         #: No new streams: the server sent GOAWAY, or the connection is gone.
         self.draining = False
         #: Streams the server finished: a connection that answered before can have
@@ -135,29 +137,38 @@ class _Connection:
                        max_bytes: int) -> ExchangeResult | None:  # fmt: skip
         """The stream's result; None when the server never took the stream (GOAWAY
         with a lower last-stream-id, RFC 9113 §6.8: safe to retry elsewhere)."""
-        async with self.slots:
-            if self.draining:
-                return None
-            stream_id = self.h2.get_next_available_stream_id()
-            stream = _Stream(asyncio.get_running_loop().create_future(), max_bytes)
-            self.streams[stream_id] = stream
-            try:
-                self.h2.send_headers(stream_id, headers, end_stream=not body)
-                if body:
-                    self.h2.send_data(stream_id, body, end_stream=True)
-                self._flush()
-                await self.writer.drain()
-                result = await stream.done
-                return None if result is _UNPROCESSED else result
-            except (h2.exceptions.ProtocolError, OSError) as exc:
-                self.close()
-                return _connection_outcome(exc, self.cert_not_after)
-            finally:
-                if self.streams.pop(stream_id, None) is not None and not stream.done.done():
-                    # Given up (deadline) before the end: tell the server.
-                    with contextlib.suppress(h2.exceptions.ProtocolError):
-                        self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
-                        self._flush()
+        await self._free_stream()
+        if self.draining:
+            return None
+        stream_id = self.h2.get_next_available_stream_id()
+        stream = _Stream(asyncio.get_running_loop().create_future(), max_bytes)
+        self.streams[stream_id] = stream
+        try:
+            self.h2.send_headers(stream_id, headers, end_stream=not body)
+            if body:
+                self.h2.send_data(stream_id, body, end_stream=True)
+            self._flush()
+            await self.writer.drain()
+            result = await stream.done
+            return None if result is _UNPROCESSED else result
+        except (h2.exceptions.ProtocolError, OSError) as exc:
+            self.close()
+            return _connection_outcome(exc, self.cert_not_after)
+        finally:
+            if self.streams.pop(stream_id, None) is not None and not stream.done.done():
+                # Given up (deadline) before the end: tell the server.
+                with contextlib.suppress(h2.exceptions.ProtocolError):
+                    self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
+                    self._flush()
+            self.freed.set()
+
+    async def _free_stream(self) -> None:
+        """Until the server's stream limit leaves room for one more (a stream over it
+        would be refused, or h2 raises TooManyStreamsError before sending it)."""
+        while not self.draining and self.h2.open_outbound_streams >= min(
+                _MAX_STREAMS, self.h2.remote_settings.max_concurrent_streams):
+            self.freed.clear()
+            await self.freed.wait()
 
     async def _read_loop(self) -> None:
         error: BaseException | None = None
@@ -184,6 +195,7 @@ class _Connection:
             # GOAWAY: streams up to last_stream_id may still complete; the ones past
             # it were never processed and can be retried (RFC 9113 §6.8).
             self.draining = True
+            self.freed.set()
             last = event.last_stream_id if event.last_stream_id is not None else 2**31
             for number, waiting in self.streams.items():
                 if number > last and not waiting.done.done():
@@ -222,6 +234,7 @@ class _Connection:
     def _end(self, error: BaseException | None) -> None:
         """The connection is over: every waiting stream gets its outcome."""
         self.draining = True
+        self.freed.set()
         if not self.closed:
             self.closed = True
             self.writer.close()

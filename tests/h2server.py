@@ -2,6 +2,8 @@
 real DoH servers of the suite (Unbound, dnsdist) do not do on demand.
 
 Modes:
+- ``answer``: answers every query; ``max_streams`` sets its
+  SETTINGS_MAX_CONCURRENT_STREAMS;
 - ``reset``: every request's stream is reset (RST_STREAM, REFUSED_STREAM);
 - ``goaway_first``: the first connection answers its first request with GOAWAY
   (last stream id 0: "not processed", RFC 9113 §6.8) and closes; later
@@ -28,25 +30,30 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import h2.settings
 
 from tests.doqserver import builtin_answer
 
-MODES = ("reset", "goaway_first", "close_second")
+MODES = ("answer", "reset", "goaway_first", "close_second")
 
 
 class H2Server:
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, max_streams: int = 100) -> None:
         if mode not in MODES:
             raise ValueError(f"mode {mode!r} not in {MODES}")
         self.mode = mode
+        self.max_streams = max_streams
+        #: The most streams open at once on one connection, as the server saw them.
+        self.peak_streams = 0
         self.port = 0
         self.requests = 0
         self.connections = 0
         self._server: asyncio.Server | None = None
 
     @classmethod
-    async def start(cls, cert: str, key: str, mode: str = "reset") -> H2Server:
-        server = cls(mode)
+    async def start(cls, cert: str, key: str, mode: str = "reset",
+                    max_streams: int = 100) -> H2Server:  # fmt: skip
+        server = cls(mode, max_streams)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(cert, key)
         context.set_alpn_protocols(["h2"])
@@ -59,6 +66,7 @@ class H2Server:
         first_connection = self.connections == 1
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
         conn.initiate_connection()
+        conn.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.max_streams})
         writer.write(conn.data_to_send())
         try:
             await self._converse(conn, reader, writer, first_connection)
@@ -77,6 +85,7 @@ class H2Server:
                 if isinstance(event, h2.events.RequestReceived) and event.stream_id:
                     self.requests += 1
                     requests_here += 1
+                    self.peak_streams = max(self.peak_streams, conn.open_inbound_streams)
                     headers = dict(event.headers or [])
                     paths[event.stream_id] = headers.get(b":path", b"/").decode()
                     if self.mode == "reset":

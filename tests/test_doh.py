@@ -151,3 +151,20 @@ def test_get_queries_reach_the_server_decoded(cert: tuple[str, str]) -> None:
 
     result = asyncio.run(scenario())
     assert (result.cause, result.outcome.details["answers"]) == (Cause.NONE, 1)
+
+
+def test_probes_beyond_the_servers_stream_limit_wait_for_a_free_stream(
+    cert: tuple[str, str],
+) -> None:
+    # SETTINGS_MAX_CONCURRENT_STREAMS 2 (RFC 9113 §5.1.2): ten probes at once share the
+    # connection two streams at a time instead of failing.
+    async def scenario() -> tuple[list[ProbeResult], H2Server]:
+        async with await H2Server.start(*cert, "answer", max_streams=2) as server:
+            target, spec = _probe(server.port, TlsSettings(ca_file=cert[0]))
+            await run_probe(target, spec)  # the connection and the server's SETTINGS
+            results = await asyncio.gather(*(run_probe(target, spec) for _ in range(10)))
+            return list(results), server
+
+    results, server = asyncio.run(scenario())
+    assert [r.cause for r in results] == [Cause.NONE] * 10
+    assert (server.connections, server.peak_streams) == (1, 2)
