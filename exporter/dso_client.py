@@ -327,21 +327,9 @@ class DsoConnection:
 
     # writing -------------------------------------------------------------------------
 
-    def _write(self, wire: bytes) -> None:
-        prefix = struct.pack("!H", len(wire))
-        if self.transport == "tls":
-            # Apple's dnssd-proxy reads the length out of a TLS record, then waits for
-            # the socket before reading on: a message in the same record as its length
-            # is answered only after our next one. Each write on asyncio's SSL
-            # transport is one SSL_write, one record: the length goes in its own.
-            self.stream.writer.write(prefix)
-            self.stream.writer.write(wire)
-        else:
-            self.stream.writer.write(prefix + wire)
-
     def _send_nowait(self, wire: bytes) -> None:
         if self.alive and not self.stream.writer.is_closing():
-            self._write(wire)
+            self.stream.write(wire)  # over TLS, the length in a record of its own
             self.last_sent = asyncio.get_running_loop().time()
 
     def _allocate_id(self) -> int:
@@ -364,8 +352,7 @@ class DsoConnection:
         if not isinstance(tlvs[0], Keepalive):
             self.last_activity = loop.time()  # §6.3: Keepalive is not activity
         try:
-            self._write(wire)
-            await self.stream.writer.drain()
+            await self.stream.send(wire)
             self.last_sent = loop.time()
             async with asyncio.timeout(max(timeout, 0.0)):
                 return wire, await future

@@ -205,8 +205,23 @@ class StreamSession:
     transport_name: str
     received: int = 0
 
+    def write(self, wire: bytes) -> None:
+        """Queue one length-prefixed message.
+
+        Over TLS the length goes in a TLS record of its own: Apple's dnssd-proxy
+        reads the length out of a record, then waits for the socket before reading
+        on, so a message sharing a record with its length is answered only after
+        the next one. Each write on asyncio's SSL transport is one SSL_write, one
+        record.
+        """
+        if self.transport_name == "tls":
+            self.writer.write(_LENGTH.pack(len(wire)))
+            self.writer.write(wire)
+        else:
+            self.writer.write(_LENGTH.pack(len(wire)) + wire)
+
     async def send(self, wire: bytes) -> None:
-        self.writer.write(_LENGTH.pack(len(wire)) + wire)
+        self.write(wire)
         await self.writer.drain()
 
     async def read_head(self, max_bytes: int, needed: Callable[[bytes], int | None]) -> Received:

@@ -409,6 +409,18 @@ def test_dso_over_tls_gets_the_answer_of_a_server_reading_per_tls_record(
         assert result.outcome.transport == "tls"
 
 
+def test_a_query_over_tls_gets_the_answer_of_a_server_reading_per_tls_record(
+    serve: Callable[..., refserver.RunningServer], tls_files: tuple[Path, Path],
+) -> None:  # fmt: skip
+    server = serve(ServerBehaviour(tls_reads="dnssd_proxy"), _server_context(tls_files))
+    assert server.tls_port is not None
+    tls = TlsSettings(ca_file=str(tls_files[0]), server_name="localhost")
+    spec = ProbeSpec(name="soa", kind=ProbeKind.QUERY, transport=Transport.TLS, timeout=2.0,
+                     qname="demo.example.", qtype=6)  # fmt: skip
+    result = probe(server.tls_port, spec, tls)
+    assert (result.cause.value, result.outcome.rcode) == ("none", 0), result.outcome.error
+
+
 # --- a hostile listener ------------------------------------------------------------------
 
 _DSO_RESPONSE = 0x8000 | (6 << 11)
