@@ -285,6 +285,9 @@ def _survey_targets(args: argparse.Namespace, zone: str) -> list[Target]:
                         ("without addresses", found.unresolved)):  # fmt: skip
         if names:
             print(f"dnsgap survey: NS names {what}: {', '.join(names)}", file=sys.stderr)
+    if found.parent_error:
+        print(f"dnsgap survey: parent delegation not checked: {found.parent_error}",
+              file=sys.stderr)  # fmt: skip
     servers: list[ZoneServer] = list(found.servers)
     zone_target = ZoneTarget(name=plain(zone), zone=zone, discovery=settings, probes=())
     return list(expand(zone_target, servers))

@@ -64,6 +64,8 @@ class Discovery:
     unresolved: tuple[str, ...] = ()
     #: Addresses left out by ``max_addresses``.
     dropped: int = 0
+    #: Why the parent's delegation could not be read (None: read, or not asked).
+    parent_error: str | None = None
 
 
 # -- pure ------------------------------------------------------------------------------
@@ -205,12 +207,13 @@ async def discover(zone_text: str, settings: DiscoverySettings) -> Discovery:
     assert answer.rrset is not None  # resolve() raised NoAnswer otherwise
     child = _ns_names([answer.rrset], zone)
     parent: set[str] = set()
+    parent_error = None
     if settings.parent and zone != dns.name.root:
         try:
             parent = await _parent_ns(resolver, zone, settings)
         except (DiscoveryError, dns.exception.DNSException) as exc:
             # The zone's own set is enough to probe; the delegation check is a bonus.
-            log.warning("zone %s: parent delegation not checked: %s", plain(zone_text), exc)
+            parent_error = str(exc)
     names = sorted(child | parent)
     found = await asyncio.gather(*(_addresses(resolver, name) for name in names))
     servers = [ZoneServer(name, address) for name, addresses in zip(names, found, strict=True)
@@ -221,7 +224,7 @@ async def discover(zone_text: str, settings: DiscoverySettings) -> Discovery:
         parent_only=tuple(sorted(parent - child)) if parent else (),
         child_only=tuple(sorted(child - parent)) if parent else (),
         unresolved=tuple(n for n, a in zip(names, found, strict=True) if not a),
-        dropped=dropped,
+        dropped=dropped, parent_error=parent_error,
     )  # fmt: skip
 
 
@@ -353,6 +356,8 @@ class ZoneWatcher:
                         "(only in the parent: %s; only in the zone: %s)", zone,
                         ", ".join(found.parent_only) or "none",
                         ", ".join(found.child_only) or "none")  # fmt: skip
+        if found.parent_error:
+            log.warning("zone %s: parent delegation not checked: %s", zone, found.parent_error)
         if found.unresolved:
             log.warning("zone %s: NS names without addresses: %s", zone,
                         ", ".join(found.unresolved))  # fmt: skip
