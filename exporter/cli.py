@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     survey.add_argument("--server", metavar="HOST:PORT", help="survey this one server")
     survey.add_argument("--resolver", metavar="HOST:PORT",
                         help="resolver for the NS and address lookups (default: the system's)")
-    survey.add_argument("--port", type=int, default=None,
+    survey.add_argument("--port", type=int, default=None, metavar="N",
                         help="port to probe the discovered addresses on (default 53)")
     survey.add_argument("--preset", default="authoritative", choices=list(SURVEY_PRESETS))
     survey.add_argument("--transport", default="both", choices=["udp", "tcp", "both"],
