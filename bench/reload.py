@@ -5,6 +5,11 @@ scheduled section's probe list); the bench measures scheduler lateness over a
 window without a reload (the reference) and over an equal window that starts
 with ``POST /-/reload`` of a config in which a fifth of the targets were replaced
 (their pairs removed, as many new ones added, the rest unchanged).
+
+The fleet runs at 200 probes/s, not the scheduled section's 1,000: on the shared
+two-core machine the full-rate reference window alone misses the lateness goal
+(skips and seconds of lateness at load average 8), and what is measured here is
+the reload's effect against that reference.
 """
 
 from __future__ import annotations
@@ -35,8 +40,8 @@ class ReloadPlan:
 
 PLANS = {
     "smoke": ReloadPlan(20, 6, 2.0, 1.0, 3.0),
-    "quick": ReloadPlan(2000, 6, 60.0, 5.0, 15.0),
-    "full": ReloadPlan(10_000, 6, 60.0, 10.0, 30.0),
+    "quick": ReloadPlan(2000, 6, 60.0, 5.0, 15.0),  # 200 probes/s
+    "full": ReloadPlan(10_000, 6, 300.0, 10.0, 30.0),  # 200 probes/s
 }
 
 

@@ -417,9 +417,10 @@ def stop(process: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> None:
 
 def launch(
     name: str, workdir: Path, backend: RunningServer | None = None, attempts: int = 5,
-    spec: ServerSpec | None = None,
+    spec: ServerSpec | None = None, port: int | None = None,
 ) -> RunningServer:
-    """Start server ``name`` in ``workdir`` and wait until it answers SOA on UDP and TCP.
+    """Start server ``name`` in ``workdir`` and wait until it answers SOA on UDP and TCP;
+    on ``port`` (a restart where the previous one listened), else on a free port.
 
     ``spec`` starts a server that is not one of :data:`SPECS` (the encrypted
     transports' setups in encrypted.py), on the same machinery."""
@@ -433,8 +434,9 @@ def launch(
     # Daemons that insist on dropping privileges must still read their files.
     workdir.chmod(0o755)
     log = workdir / f"{name}.log"
+    wanted = port
     for attempt in range(1, attempts + 1):
-        port = free_port()
+        port = wanted or free_port()
         argv = spec.build(workdir, port, backend)
         with log.open("ab") as sink:
             sink.write(f"=== attempt {attempt}: {' '.join(argv)}\n".encode())
