@@ -4,6 +4,7 @@ and the reload that swaps configs without losing the last good one."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -59,6 +60,9 @@ class Exporter:
         self._applied: dict[PairKey, tuple[Target, ProbeSpec]] = {}
         self._reload_lock = asyncio.Lock()
         self._zones_dirty = False
+        #: Move the config and state to the collector's permanent generation after
+        #: start-up and each reload (set by exporter.serve; see _settle_heap).
+        self.freeze_gc = False
         # Persistent DSO sessions end on their own schedule (server close, Retry Delay,
         # inactivity): count each end where every other DSO fact lands.
         dso_client.default_pool.on_session_closed = self.state.record_session_closed
@@ -93,7 +97,18 @@ class Exporter:
     async def run_probe(self, target: Target, spec: ProbeSpec) -> ProbeResult:
         return await run_probe(target, spec, self.contexts)
 
+    def _settle_heap(self) -> None:
+        """A full garbage collection walks every tracked object while holding the GIL;
+        with a fleet's config and series that is hundreds of milliseconds, on the
+        loop or in the reload thread (which then holds the loop back). Objects alive
+        now are long-lived: freezing them keeps the collector's walks short. Acyclic
+        ones are still freed by reference counting when a reload drops them; only
+        cyclic garbage among them (a few in-flight requests) is never collected."""
+        if self.freeze_gc:
+            gc.freeze()
+
     def start(self) -> None:
+        self._settle_heap()
         self.scheduler.start()
         self.zones.start()
         self.ready = True
@@ -131,6 +146,7 @@ class Exporter:
             if self._zones_dirty:  # servers found while the reload was being applied
                 self._zones_dirty = False
                 self._adopt(loaded)
+            self._settle_heap()
         self.state.record_reload(True)
         self.last_reload_error = None
         self.state.restart_required = int(bool(plan.restart))

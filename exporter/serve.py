@@ -39,6 +39,7 @@ async def serve(config: Config, config_path: str | None, listen: str, shard: Sha
     host, port = split_host_port(listen, 18553)
     site = web.TCPSite(runner, host, port, ssl_context=web_config.ssl_context)
     await site.start()
+    exporter.freeze_gc = True
     exporter.start()
     scheme = "https" if web_config.ssl_context else "http"
     shown = f"[{host}]" if ":" in host else host

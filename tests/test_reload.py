@@ -55,13 +55,14 @@ async def longest_stall(during: asyncio.Future[object]) -> float:
 
 @pytest.mark.slow
 def test_a_reload_of_thousands_of_pairs_never_stalls_the_loop(tmp_path: Path) -> None:
-    """12,000 pairs, a quarter of the targets replaced. Parsing alone takes about a
-    second here; on the loop (before issue 11) the whole reload stalled it for that."""
+    """12,000 pairs, a quarter of the targets replaced. Parsing alone takes one to two
+    seconds here; on the loop (before issue 11) the whole reload stalled it longer."""
     async def main() -> None:
         dns = await start_refserver(ServerBehaviour())
         path = tmp_path / "dnsgap.yml"
         path.write_text(fleet(0, 2000, dns.port))
         exporter = Exporter(load_config(str(path)), str(path))
+        exporter.freeze_gc = True  # as `dnsgap serve` runs it
         exporter.start()
         try:
             path.write_text(fleet(500, 2000, dns.port))
@@ -69,9 +70,13 @@ def test_a_reload_of_thousands_of_pairs_never_stalls_the_loop(tmp_path: Path) ->
             stall = await longest_stall(reload)
             result = await reload
             assert result.ok, result.message
-            # libyaml composes the file in one C call that holds the GIL (about 0.1 s
-            # here); everything else yields to the loop.
-            assert stall < 0.75, f"the loop stalled {stall:.2f}s"
+            # The reference, measured now on this machine: the old reload stalled the
+            # loop at least for the time parsing takes. What is left is libyaml's
+            # compose (one C call holding the GIL) and scheduling noise.
+            started = time.perf_counter()
+            load_config(str(path))
+            parse_seconds = time.perf_counter() - started
+            assert stall < parse_seconds / 3, f"stalled {stall:.2f}s, parse {parse_seconds:.2f}s"
             keys = set(exporter.state.pairs)
             assert len(keys) == 12_000
             assert ("t00499", "update") not in keys

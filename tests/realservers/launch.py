@@ -417,7 +417,7 @@ def stop(process: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> None:
 
 def launch(
     name: str, workdir: Path, backend: RunningServer | None = None, attempts: int = 5,
-    spec: ServerSpec | None = None, port: int | None = None,
+    spec: ServerSpec | None = None, *, port: int | None = None,
 ) -> RunningServer:
     """Start server ``name`` in ``workdir`` and wait until it answers SOA on UDP and TCP;
     on ``port`` (a restart where the previous one listened), else on a free port.
