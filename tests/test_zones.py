@@ -277,3 +277,26 @@ async def test_a_zone_target_added_by_a_reload_is_discovered(fleet: Fleet) -> No
             assert len(exporter.config.targets) == 2
         finally:
             await exporter.stop()
+
+
+def test_an_ns_name_with_an_aaaa_record_is_probed_over_ipv6_too() -> None:
+    async def body() -> None:
+        fleet = await start_fleet((7, 7, 7), (1,), ipv6=True)
+        settings = DiscoverySettings(resolver=(ADDRESSES[0], fleet.port), port=fleet.port,
+                                     parent=False, timeout=2.0)  # fmt: skip
+        exporter = Exporter(parse_config(zone_config(fleet), "<test>"))
+        try:
+            found = await discover(ZONE, settings)
+            assert found.servers == (ZoneServer("ns1.fleet.test", "127.0.0.2"),
+                                     ZoneServer("ns1.fleet.test", "::1"))  # fmt: skip
+            exporter.start()
+            text = await wait_for(exporter.state.render,
+                                  r'^dnsgap_probe_last_rcode\{target="fleet.test/ns1.fleet.test/'
+                                  r'::1",probe="soa"\} 0$')
+            assert f'server="[::1]:{fleet.port}"' in text
+        finally:
+            await exporter.stop()
+            for server in fleet.servers:
+                await server.close()
+
+    asyncio.run(asyncio.wait_for(body(), 60))
