@@ -20,8 +20,6 @@ import asyncio
 import base64
 import contextlib
 import ssl
-import weakref
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import h2.config
@@ -33,6 +31,7 @@ import h2.exceptions
 from exporter import certs
 from exporter.config import TlsSettings
 from exporter.outcome import Outcome, WireEvent
+from exporter.sessions import PerLoop, SharedConnections
 from exporter.transport import ExchangeResult, Received, client_ssl_context, failure_outcome
 
 DNS_MESSAGE = "application/dns-message"
@@ -152,7 +151,7 @@ class _Connection:
             result = await stream.done
             return None if result is _UNPROCESSED else result
         except (h2.exceptions.ProtocolError, OSError) as exc:
-            self.close()
+            self.shut()
             return _connection_outcome(exc, self.cert_not_after)
         finally:
             if self.streams.pop(stream_id, None) is not None and not stream.done.done():
@@ -250,7 +249,11 @@ class _Connection:
                                   cert_not_after=self.cert_not_after)  # fmt: skip
             stream.done.set_result(outcome)
 
-    def close(self) -> None:
+    @property
+    def usable(self) -> bool:
+        return not self.draining
+
+    def shut(self) -> None:
         self._end(None)
         self.task.cancel()
 
@@ -292,99 +295,56 @@ def handshake_outcome(exc: BaseException, transport: str) -> Outcome:
     return failure_outcome(exc, transport)
 
 
-# --- the pool -----------------------------------------------------------------------
+# --- connections kept per server ---------------------------------------------------
 
 
-_Key = tuple[str, int, str, TlsSettings]
+#: SSL contexts are costly to build: one per distinct TLS setting (ALPN h2 set).
+_contexts: dict[TlsSettings, ssl.SSLContext] = {}
 
 
-class DohPool:
-    """Open HTTP/2 connections of one event loop, one per server."""
-
-    def __init__(self) -> None:
-        self._connections: OrderedDict[_Key, _Connection] = OrderedDict()
-        self._connecting: dict[_Key, asyncio.Task[_Connection | Outcome]] = {}
-        self._contexts: dict[TlsSettings, ssl.SSLContext] = {}
-
-    def context(self, settings: TlsSettings) -> ssl.SSLContext:
-        context = self._contexts.get(settings)
-        if context is None:
-            context = client_ssl_context(settings)
-            # RFC 8484 §5.2: HTTP/2 is the minimum recommended version; we speak only it.
-            context.set_alpn_protocols(["h2"])
-            self._contexts[settings] = context
-        return context
-
-    async def connection(self, host: str, port: int, server_name: str, settings: TlsSettings,
-                         timeout: float) -> _Connection | Outcome:  # fmt: skip
-        key = (host, port, server_name, settings)
-        existing = self._connections.get(key)
-        if existing is not None and not existing.draining:
-            self._connections.move_to_end(key)
-            return existing
-        task = self._connecting.get(key)
-        if task is None:
-            # Bounded by the deadline of the probe that starts it: a stalled server must
-            # not hold a handshake open for the probes after it.
-            task = asyncio.get_running_loop().create_task(
-                self._connect(host, port, server_name, settings, timeout)
-            )
-            self._connecting[key] = task
-            task.add_done_callback(lambda _t: self._connecting.pop(key, None))
-        # Shielded: a probe whose deadline passes leaves the handshake to the others.
-        result = await asyncio.shield(task)
-        if isinstance(result, _Connection):
-            self._connections[key] = result
-            self._connections.move_to_end(key)
-            while len(self._connections) > MAX_CONNECTIONS:
-                _, oldest = self._connections.popitem(last=False)
-                oldest.close()
-        return result
-
-    async def _connect(self, host: str, port: int, server_name: str, settings: TlsSettings,
-                       timeout: float) -> _Connection | Outcome:  # fmt: skip
-        try:
-            async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_connection(
-                    host, port, ssl=self.context(settings), server_hostname=server_name,
-                    limit=_READ_CHUNK,
-                )  # fmt: skip
-        except (OSError, EOFError, ssl.SSLError, UnicodeError, TimeoutError) as exc:
-            if isinstance(exc, UnicodeError):
-                exc = OSError(f"bad host name: {exc}")
-            return handshake_outcome(exc, "doh")
-        ssl_object = writer.get_extra_info("ssl_object")
-        expiry = certs.ssl_chain_expiry(ssl_object)
-        alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
-        if alpn != "h2":
-            writer.close()
-            return Outcome(WireEvent.ALPN_MISMATCH, transport="doh", cert_not_after=expiry,
-                           error=f"server did not select ALPN h2 (got {alpn or 'none'})",
-                           details={"alpn": alpn or ""})  # fmt: skip
-        return _Connection(reader, writer, expiry)
-
-    @property
-    def open_connections(self) -> int:
-        return sum(1 for c in self._connections.values() if not c.closed)
-
-    def close(self) -> None:
-        for connection in self._connections.values():
-            connection.close()
-        self._connections.clear()
+def _context(settings: TlsSettings) -> ssl.SSLContext:
+    context = _contexts.get(settings)
+    if context is None:
+        context = client_ssl_context(settings)
+        # RFC 8484 §5.2: HTTP/2 is the minimum recommended version; we speak only it.
+        context.set_alpn_protocols(["h2"])
+        _contexts[settings] = context
+    return context
 
 
-_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, DohPool] = (
-    weakref.WeakKeyDictionary()
+async def _connect(host: str, port: int, server_name: str, settings: TlsSettings,
+                   timeout: float) -> _Connection | Outcome:  # fmt: skip
+    # Bounded by the deadline of the probe that starts it: a stalled server must not
+    # hold a handshake open for the probes after it.
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(
+                host, port, ssl=_context(settings), server_hostname=server_name,
+                limit=_READ_CHUNK,
+            )  # fmt: skip
+    except (OSError, EOFError, ssl.SSLError, UnicodeError, TimeoutError) as exc:
+        if isinstance(exc, UnicodeError):
+            exc = OSError(f"bad host name: {exc}")
+        return handshake_outcome(exc, "doh")
+    ssl_object = writer.get_extra_info("ssl_object")
+    expiry = certs.ssl_chain_expiry(ssl_object)
+    alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+    if alpn != "h2":
+        writer.close()
+        return Outcome(WireEvent.ALPN_MISMATCH, transport="doh", cert_not_after=expiry,
+                       error=f"server did not select ALPN h2 (got {alpn or 'none'})",
+                       details={"alpn": alpn or ""})  # fmt: skip
+    return _Connection(reader, writer, expiry)
+
+
+_POOLS: PerLoop[SharedConnections[_Connection]] = PerLoop(
+    lambda: SharedConnections(MAX_CONNECTIONS)
 )
 
 
-def pool() -> DohPool:
-    """This event loop's pool (tests and the CLI run one loop each)."""
-    loop = asyncio.get_running_loop()
-    found = _pools.get(loop)
-    if found is None:
-        found = _pools[loop] = DohPool()
-    return found
+def pool() -> SharedConnections[_Connection]:
+    """This event loop's HTTP/2 connections, one per (server, port, TLS name, settings)."""
+    return _POOLS.get()
 
 
 async def exchange(host: str, port: int, wire: bytes, timeout: float, *,
@@ -402,8 +362,9 @@ async def exchange(host: str, port: int, wire: bytes, timeout: float, *,
             # stream: past a GOAWAY's last stream id (RFC 9113 §6.8), or on a connection
             # that had answered before and was closed (idle) as this probe used it.
             for _ in range(2):
-                connection = await pool().connection(host, port, server_name, settings,
-                                                     timeout)  # fmt: skip
+                connection = await pool().get(
+                    (host, port, server_name, settings),
+                    lambda: _connect(host, port, server_name, settings, timeout))
                 if isinstance(connection, Outcome):
                     return connection
                 reused = connection.answered > 0

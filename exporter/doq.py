@@ -20,8 +20,6 @@ import logging
 import socket
 import ssl
 import struct
-import weakref
-from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol
@@ -33,6 +31,7 @@ from aioquic.quic.packet import QuicErrorCode
 from exporter import certs
 from exporter.config import TlsSettings
 from exporter.outcome import Outcome, WireEvent
+from exporter.sessions import PerLoop, SharedConnections
 from exporter.transport import ExchangeResult, Received, failure_outcome
 
 # Every failure becomes an Outcome; aioquic's per-connection log lines (INFO for each
@@ -199,6 +198,10 @@ class _Connection(QuicConnectionProtocol):
         except ValueError:  # pragma: no cover - stream already gone on aioquic's side
             pass
 
+    @property
+    def usable(self) -> bool:
+        return not self.closed
+
     def shut(self) -> None:
         if not self.closed:
             self.closed = True
@@ -209,9 +212,6 @@ class _Connection(QuicConnectionProtocol):
 
 
 # --- the pool -----------------------------------------------------------------------
-
-
-_Key = tuple[str, int, str, TlsSettings]
 
 
 def configuration(settings: TlsSettings, server_name: str) -> QuicConfiguration:
@@ -228,94 +228,46 @@ def configuration(settings: TlsSettings, server_name: str) -> QuicConfiguration:
     return config
 
 
-class DoqPool:
-    """Open QUIC connections of one event loop, one per server."""
-
-    def __init__(self) -> None:
-        self._connections: OrderedDict[_Key, _Connection] = OrderedDict()
-        self._connecting: dict[_Key, asyncio.Task[_Connection | Outcome]] = {}
-
-    async def connection(self, host: str, port: int, server_name: str, settings: TlsSettings,
-                         timeout: float) -> _Connection | Outcome:  # fmt: skip
-        key = (host, port, server_name, settings)
-        existing = self._connections.get(key)
-        if existing is not None and not existing.closed:
-            self._connections.move_to_end(key)
-            return existing
-        task = self._connecting.get(key)
-        if task is None:
-            # Bounded by the deadline of the probe that starts it: a silent server must
-            # not hold a handshake open for the probes after it.
-            task = asyncio.get_running_loop().create_task(
-                self._connect(host, port, server_name, settings, timeout)
-            )
-            self._connecting[key] = task
-            task.add_done_callback(lambda _t: self._connecting.pop(key, None))
-        result = await asyncio.shield(task)
-        if isinstance(result, _Connection):
-            self._connections[key] = result
-            self._connections.move_to_end(key)
-            while len(self._connections) > MAX_CONNECTIONS:
-                _, oldest = self._connections.popitem(last=False)
-                oldest.shut()
-        return result
-
-    async def _connect(self, host: str, port: int, server_name: str, settings: TlsSettings,
-                       timeout: float) -> _Connection | Outcome:  # fmt: skip
-        loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-            family, _, _, _, address = infos[0]
-            quic = QuicConnection(configuration=configuration(settings, server_name))
-            local = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
-            _, protocol = await loop.create_datagram_endpoint(
-                lambda: _Connection(quic), local_addr=local, family=family
-            )
-        except (OSError, UnicodeError, ssl.SSLError) as exc:
-            if isinstance(exc, UnicodeError):
-                exc = OSError(f"bad host name: {exc}")
-            return failure_outcome(exc, "doq")
-        assert isinstance(protocol, _Connection)
-        try:
-            async with asyncio.timeout(timeout):
-                protocol.connect((str(address[0]), int(address[1])))
-                failed = await protocol.handshake
-        except TimeoutError:
-            protocol.shut()
-            return Outcome(WireEvent.QUIC_HANDSHAKE_TIMEOUT, transport="doq",
-                           error=f"no QUIC handshake within {timeout:g}s")  # fmt: skip
-        if failed is not None:
-            protocol.shut()
-            return failed
-        return protocol
-
-    def forget(self, connection: _Connection) -> None:
-        for key, known in list(self._connections.items()):
-            if known is connection:
-                del self._connections[key]
-        connection.shut()
-
-    @property
-    def open_connections(self) -> int:
-        return sum(1 for c in self._connections.values() if not c.closed)
-
-    def close(self) -> None:
-        for connection in self._connections.values():
-            connection.shut()
-        self._connections.clear()
+async def _connect(host: str, port: int, server_name: str, settings: TlsSettings,
+                   timeout: float) -> _Connection | Outcome:  # fmt: skip
+    # Bounded by the deadline of the probe that starts it: a silent server must not
+    # hold a handshake open for the probes after it.
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        family, _, _, _, address = infos[0]
+        quic = QuicConnection(configuration=configuration(settings, server_name))
+        local = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
+        _, protocol = await loop.create_datagram_endpoint(
+            lambda: _Connection(quic), local_addr=local, family=family
+        )
+    except (OSError, UnicodeError, ssl.SSLError) as exc:
+        if isinstance(exc, UnicodeError):
+            exc = OSError(f"bad host name: {exc}")
+        return failure_outcome(exc, "doq")
+    assert isinstance(protocol, _Connection)
+    try:
+        async with asyncio.timeout(timeout):
+            protocol.connect((str(address[0]), int(address[1])))
+            failed = await protocol.handshake
+    except TimeoutError:
+        protocol.shut()
+        return Outcome(WireEvent.QUIC_HANDSHAKE_TIMEOUT, transport="doq",
+                       error=f"no QUIC handshake within {timeout:g}s")  # fmt: skip
+    if failed is not None:
+        protocol.shut()
+        return failed
+    return protocol
 
 
-_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, DoqPool] = (
-    weakref.WeakKeyDictionary()
+_POOLS: PerLoop[SharedConnections[_Connection]] = PerLoop(
+    lambda: SharedConnections(MAX_CONNECTIONS)
 )
 
 
-def pool() -> DoqPool:
-    loop = asyncio.get_running_loop()
-    found = _pools.get(loop)
-    if found is None:
-        found = _pools[loop] = DoqPool()
-    return found
+def pool() -> SharedConnections[_Connection]:
+    """This event loop's QUIC connections, one per (server, port, TLS name, settings)."""
+    return _POOLS.get()
 
 
 async def exchange(host: str, port: int, wire: bytes, timeout: float, *,
@@ -325,7 +277,9 @@ async def exchange(host: str, port: int, wire: bytes, timeout: float, *,
     connection: _Connection | Outcome | None = None
     try:
         async with asyncio.timeout(timeout):
-            connection = await pool().connection(host, port, server_name, settings, timeout)
+            connection = await pool().get(
+                (host, port, server_name, settings),
+                lambda: _connect(host, port, server_name, settings, timeout))
             if isinstance(connection, Outcome):
                 return connection
             return await connection.exchange(wire)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from exporter.certs import make_self_signed
 
-from .launch import HOST, SOA_RDATA, RunningServer, ServerSpec, _write, free_port
+from .launch import HOST, RunningServer, ServerSpec, _dnsdist, _unbound, _write, free_port
 
 #: dnsdist paths that answer like a broken DoH deployment (HTTPStatusAction).
 WRONG_TYPE_PATH = "/wrongtype"
@@ -37,66 +37,39 @@ def _ports(workdir: Path) -> tuple[int, int]:
     return tls, doh
 
 
-def _unbound_encrypted(workdir: Path, port: int, _backend: RunningServer | None) -> list[str]:
+def _unbound_encrypted(workdir: Path, port: int, backend: RunningServer | None) -> list[str]:
+    """The matrix's Unbound (launch._unbound) plus a DoT and a DoH listener."""
+    argv = _unbound(workdir, port, backend)
     cert, key = make_self_signed(workdir)
     tls, doh = _ports(workdir)
-    conf = _write(
-        workdir / "unbound.conf",
-        f"""server:
-    interface: {HOST}@{port}
-    interface: {HOST}@{tls}
+    conf = workdir / "unbound.conf"
+    extra = f"""    interface: {HOST}@{tls}
     interface: {HOST}@{doh}
-    port: {port}
     tls-port: {tls}
     https-port: {doh}
     tls-service-key: "{key}"
     tls-service-pem: "{cert}"
     http-endpoint: "/dns-query"
-    do-ip6: no
-    username: ""
-    chroot: ""
-    directory: "{workdir}"
-    pidfile: "{workdir}/unbound.pid"
-    use-syslog: no
-    logfile: ""
-    verbosity: 1
-    num-threads: 1
-    access-control: 127.0.0.0/8 allow
-    module-config: "iterator"
-    local-zone: "gap.test." static
-    local-data: "gap.test. 300 IN SOA {SOA_RDATA}"
-    local-data: "gap.test. 300 IN NS ns1.gap.test."
-    local-data: "ns1.gap.test. 300 IN A {HOST}"
-    local-data: "www.gap.test. 300 IN A 192.0.2.1"
-remote-control:
-    control-enable: no
-forward-zone:
-    name: "."
-    forward-addr: 127.0.0.1@9
-""",
-    )
-    return ["unbound", "-d", "-c", str(conf)]
+"""
+    conf.write_text(conf.read_text().replace("server:\n", "server:\n" + extra, 1))
+    return argv
 
 
 def _dnsdist_encrypted(workdir: Path, port: int, backend: RunningServer | None) -> list[str]:
-    if backend is None:
-        raise ValueError("dnsdist needs a backend")
+    """The matrix's dnsdist (launch._dnsdist) plus DoT, DoH and two broken DoH paths."""
+    argv = _dnsdist(workdir, port, backend)
     cert, key = make_self_signed(workdir)
     tls, doh = _ports(workdir)
-    conf = _write(
-        workdir / "dnsdist.conf",
-        f"""setLocal('{HOST}:{port}')
-setACL({{'127.0.0.0/8'}})
-setSecurityPollSuffix('')
-newServer({{address='{backend.host}:{backend.port}', name='{backend.name}'}})
-addTLSLocal('{HOST}:{tls}', '{cert}', '{key}')
-addDOHLocal('{HOST}:{doh}', '{cert}', '{key}', {{'/dns-query', '{WRONG_TYPE_PATH}', '{UNSUPPORTED_PATH}'}})
+    paths = f"{{'/dns-query', '{WRONG_TYPE_PATH}', '{UNSUPPORTED_PATH}'}}"
+    with (workdir / "dnsdist.conf").open("a") as conf:
+        conf.write(f"""addTLSLocal('{HOST}:{tls}', '{cert}', '{key}')
+addDOHLocal('{HOST}:{doh}', '{cert}', '{key}', {paths})
 -- A web page where DNS was expected, and a media type refused (RFC 8484 §4.2.1).
-addAction(HTTPPathRule('{WRONG_TYPE_PATH}'), HTTPStatusAction(200, '<html>not DNS</html>', 'text/html'))
+addAction(HTTPPathRule('{WRONG_TYPE_PATH}'),
+          HTTPStatusAction(200, '<html>not DNS</html>', 'text/html'))
 addAction(HTTPPathRule('{UNSUPPORTED_PATH}'), HTTPStatusAction(415, 'unsupported', 'text/plain'))
-""",  # noqa: E501
-    )
-    return ["dnsdist", "--supervised", "--disable-syslog", "-C", str(conf)]
+""")
+    return argv
 
 
 UNBOUND_ENCRYPTED = ServerSpec("unbound_encrypted", "unbound", "unbound", _unbound_encrypted)
