@@ -259,8 +259,8 @@ def main(argv: list[str] | None = None) -> int:
             limit = (limits.run(workdir, server, plan.limit_queries, plan.concurrency,
                                 plan.repeats) if "limits" in sections else [])  # fmt: skip
             reloaded = reload.run(workdir, server, args.mode) if "reload" in sections else None
-            secured = (encrypted.run(workdir, plan.probes, plan.concurrency, plan.repeats,
-                                     install=not args.no_install)
+            secured = (encrypted.run(workdir, encrypted.probes(plan.probes), plan.concurrency,
+                                     plan.repeats, install=not args.no_install)
                        if "encrypted" in sections else [])  # fmt: skip
         finally:
             server.stop()
@@ -269,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     if reloaded is not None:
         table += "\n" + reload.render(reloaded)
     if secured:
-        table += "\n" + encrypted.render(secured, plan.probes, plan.repeats, plan.concurrency)
+        table += "\n" + encrypted.render(secured, encrypted.probes(plan.probes), plan.repeats,
+                                          plan.concurrency)  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(table)
     print(table)

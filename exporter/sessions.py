@@ -3,13 +3,15 @@
 DoH (exporter/doh.py) and DoQ (exporter/doq.py) both pay a handshake per
 connection and carry many queries on one, so each keeps a :class:`SharedConnections`
 per event loop: probes of a server that start together wait for the same
-handshake, later ones find the connection open, and past ``limit`` servers the
-least recently used connection is closed.
+handshake, later ones find the connection open. Past ``limit`` servers, and for
+servers no probe asked for ``idle`` seconds (a target a reload removed), the least
+recently used connections are closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
@@ -31,9 +33,12 @@ C = TypeVar("C", bound=Connection)
 
 
 class SharedConnections(Generic[C]):
-    def __init__(self, limit: int = 4096) -> None:
+    def __init__(self, limit: int = 4096, idle: float = 3600.0) -> None:
         self.limit = limit
+        self.idle = idle
         self._open: OrderedDict[Hashable, C] = OrderedDict()
+        #: When each key was last asked for, in the same (LRU) order as _open.
+        self._asked: OrderedDict[Hashable, float] = OrderedDict()
         self._connecting: dict[Hashable, asyncio.Task[C | Outcome]] = {}
 
     async def get(self, key: Hashable,
@@ -44,6 +49,9 @@ class SharedConnections(Generic[C]):
         that join it wait through :func:`asyncio.shield`, so their own deadlines do
         not cancel it for the others.
         """
+        self._asked[key] = now = time.monotonic()
+        self._asked.move_to_end(key)
+        self._prune(now)
         existing = self._open.get(key)
         if existing is not None and existing.usable:
             self._open.move_to_end(key)
@@ -62,15 +70,28 @@ class SharedConnections(Generic[C]):
             self._open[key] = result
             self._open.move_to_end(key)
             while len(self._open) > self.limit:
-                _, oldest = self._open.popitem(last=False)
+                oldest_key, oldest = self._open.popitem(last=False)
+                self._asked.pop(oldest_key, None)
                 oldest.shut()
         return result
+
+    def _prune(self, now: float) -> None:
+        """Close the connections of servers nobody asked for in ``idle`` seconds."""
+        while self._asked:
+            key, asked = next(iter(self._asked.items()))
+            if now - asked < self.idle:
+                return
+            del self._asked[key]
+            connection = self._open.pop(key, None)
+            if connection is not None:
+                connection.shut()
 
     def forget(self, connection: C) -> None:
         """Close a connection and never hand it out again."""
         for key, known in list(self._open.items()):
             if known is connection:
                 del self._open[key]
+                self._asked.pop(key, None)
         connection.shut()
 
     @property
@@ -81,6 +102,7 @@ class SharedConnections(Generic[C]):
         for connection in self._open.values():
             connection.shut()
         self._open.clear()
+        self._asked.clear()
 
 
 _T = TypeVar("_T")
