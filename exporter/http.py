@@ -19,7 +19,7 @@ from exporter.admission import (
     ProbeAdmission,
     scrape_budget,
 )
-from exporter.config import Config, ProbeSpec, Target
+from exporter.config import DEFAULT_PORTS, Config, ProbeSpec, Target, TlsSettings
 from exporter.metrics import MetricsState
 from exporter.runtime import Exporter
 from exporter.statuspage import render_status_page
@@ -100,11 +100,13 @@ async def select_probe(config: Config, target_param: str,
         raise ProbeRequestError(400, f"unknown probe template {probe_param!r} "
                                 f"(known: {known})")  # fmt: skip
     try:
-        host, port = split_host_port(target_param)
+        host, port = split_host_port(target_param, DEFAULT_PORTS[template.transport])
     except ValueError as exc:
         raise ProbeRequestError(400, str(exc)) from None
     address = await resolve_allowed(host, settings.adhoc_cidrs)
-    target = Target(name=target_param, host=address, port=port, probes=(template,))
+    # DoT/DoH/DoQ verify the certificate for the name asked for, not the address.
+    tls = TlsSettings(server_name=host if host != address else None)
+    target = Target(name=target_param, host=address, port=port, probes=(template,), tls=tls)
     return target, template
 
 
