@@ -43,6 +43,9 @@ EXPECTED = Swatch("expected", "expected", "#d9f2c4")
 HANDLED_UNEXPECTEDLY = Swatch("handled", "handled", "#ff8fc8")
 #: Configured, no outcome yet.
 PENDING = Swatch("pending", "pending", "#ffffff")
+#: No gap, yet the reply violates a conformance check (docs/conformance.md): kresd's
+#: NOERROR to EDNS version 1, a Z bit echoed. The cell shows the check's name.
+VIOLATION = Swatch("violation", "violation", "#ff9e7a")
 
 EXPECTED_MARK = "\u2713"  # check mark
 UNEXPECTED_MARK = "\u2717"  # ballot x
@@ -75,4 +78,4 @@ def cell_swatch(cause: Cause | None, *, expected: bool) -> Swatch:
 
 #: Every swatch, in legend order.
 LEGEND: tuple[Swatch, ...] = (*GAP_SWATCHES.values(), OTHER_GAP, OK, EXPECTED,
-                              HANDLED_UNEXPECTEDLY, PENDING)  # fmt: skip
+                              HANDLED_UNEXPECTEDLY, PENDING, VIOLATION)  # fmt: skip

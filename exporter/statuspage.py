@@ -6,10 +6,18 @@ import html
 import time
 from collections.abc import Iterable
 
-from exporter import __version__
+from exporter import __version__, conformance
 from exporter.causes import REMEDIATION, Cause, rcode_name
 from exporter.metrics import PairState
-from exporter.palette import EXPECTED, GAP_SWATCHES, LEGEND, cell_swatch, cell_text
+from exporter.palette import (
+    EXPECTED,
+    GAP_SWATCHES,
+    LEGEND,
+    UNEXPECTED_MARK,
+    VIOLATION,
+    cell_swatch,
+    cell_text,
+)
 
 #: Background of each cell class, from the one palette (exporter/palette.py) that the
 #: Grafana dashboards use too. Light tints keep black text readable.
@@ -22,7 +30,7 @@ _STYLE = (
     "th,td{border:1px solid #ccc;padding:.35rem .5rem;text-align:left;vertical-align:top;"
     "font-size:.9rem} th{background:#f3f3f3} td.cause{font-weight:600}"
     "table#matrix td.target{font-weight:600;white-space:nowrap;width:1%}"
-    "table#gaps td:first-child{white-space:nowrap}"
+    "table#gaps td:first-child,table#conformance td:first-child{white-space:nowrap}"
     ".chip{display:inline-block;padding:.15rem .45rem;margin:.12rem .25rem .12rem 0;"
     "border:1px solid rgba(0,0,0,.18);border-radius:3px;font-size:.85rem}"
     ".chip b{font-weight:600} small{color:#555}"
@@ -46,16 +54,36 @@ def _ago(since: float | None, now: float) -> str:
     return f"{seconds}s ago"
 
 
+def _violated(pair: PairState) -> list[str]:
+    """The checks the pair's latest reply violates, in docs/conformance.md order."""
+    if not pair.violating:
+        return []
+    return [check for check in conformance.NAMES if pair.violation.get(check)]
+
+
+def _violation_row(pair: PairState, check: str, rcode: str) -> str:
+    return (
+        f'<tr class="{VIOLATION.key}" data-target="{html.escape(pair.target)}" '
+        f'data-probe="{html.escape(pair.probe)}" data-check="{html.escape(check)}">'
+        f"<td>{html.escape(pair.target)}</td><td>{html.escape(pair.probe)}</td>"
+        f'<td class="cause">{html.escape(check)}</td><td>{html.escape(rcode)}</td>'
+        f"<td>{pair.violations_total.get(check, 0)}</td>"
+        f"<td>{html.escape(conformance.remediation(check))}</td></tr>"
+    )
+
+
 def render_status_page(pairs: Iterable[PairState], *, reload_ok: bool,
                        reload_error: str | None = None,
                        now: float | None = None) -> str:  # fmt: skip
     now = time.time() if now is None else now
     ordered = sorted(pairs, key=lambda p: (p.target, p.probe))
     rows = []
+    violations: list[str] = []
     chips: dict[str, list[str]] = {}
     for pair in ordered:
         expected = pair.success == 1
         swatch = cell_swatch(pair.cause, expected=expected)
+        violated = _violated(pair)
         if pair.cause is None:
             cause_text, rcode, remedy, short = "pending", "-", "Not run yet.", swatch.text
         else:
@@ -63,6 +91,16 @@ def render_status_page(pairs: Iterable[PairState], *, reload_ok: bool,
             rcode = rcode_name(None if pair.last_rcode < 0 else pair.last_rcode)
             remedy = REMEDIATION[pair.cause]
             short = cell_text(pair.cause, expected=expected)
+        if violated and pair.cause is Cause.NONE:
+            # No gap, but the reply is not what a conformant server sends (kresd's
+            # NOERROR to EDNS version 1): never green, and named by the check.
+            # `rcode` says least: name the first other check when there is one.
+            check = next((c for c in violated if c != "rcode"), violated[0])
+            swatch = VIOLATION
+            short = f"{check} {UNEXPECTED_MARK}"
+            remedy = f"{check}: {conformance.remediation(check)}"
+        violations += [_violation_row(pair, check, rcode if pair.cause else "-")
+                       for check in violated]  # fmt: skip
         css = swatch.key
         error = ""
         if pair.last_result is not None and pair.last_result.outcome.error:
@@ -89,6 +127,15 @@ def render_status_page(pairs: Iterable[PairState], *, reload_ok: bool,
         for target, cells in chips.items()
     )
     gaps = sum(1 for p in ordered if p.cause is not None and p.cause is not Cause.NONE)
+    checked = sum(1 for p in ordered if p.violation)
+    violating = sum(1 for p in ordered if p.violating)
+    conformance_table = (
+        "<table id=conformance><thead><tr><th>target</th><th>probe</th><th>check</th>"
+        "<th>last rcode</th><th>violating replies</th><th>what to do</th></tr></thead>"
+        f"<tbody>{''.join(violations)}</tbody></table>" if violations else
+        f"<p id=conformance>No latest reply of the {checked} checked probes violates a "
+        "conformance check.</p>"
+    )  # fmt: skip
     failing = sum(1 for p in ordered if p.success == 0)
     reload_line = "config: loaded" if reload_ok else (
         f"config reload FAILED, running the last good config: {html.escape(reload_error or '')}"
@@ -109,6 +156,12 @@ def render_status_page(pairs: Iterable[PairState], *, reload_ok: bool,
         f"<p class=legend>{legend}</p>"
         "<h2>Gap matrix: targets x probes, latest outcome</h2>"
         f"<table id=matrix><tbody>{matrix}</tbody></table>"
+        "<h2>Conformance: checks the latest replies violate</h2>"
+        "<p><small>What a reply does wrong beyond its rcode, judged like ISC's EDNS "
+        "compliance tester and Zonemaster (docs/conformance.md); "
+        f"{len(violations)} violated checks on {violating} probes."
+        "</small></p>"
+        f"{conformance_table}"
         "<h2>Details and remediation</h2>"
         "<table id=gaps><thead><tr><th>target</th><th>probe</th><th>kind</th><th>cause</th>"
         "<th>last rcode</th><th>since</th><th>remediation</th></tr></thead><tbody>"

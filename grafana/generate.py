@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere, without installing
     sys.path.insert(0, str(REPO))
 
+from exporter import conformance  # noqa: E402
 from exporter.causes import RCODE_NAMES, REMEDIATION, Cause  # noqa: E402
 from exporter.palette import (  # noqa: E402
     EXPECTED,
@@ -47,6 +48,7 @@ from exporter.palette import (  # noqa: E402
     OK,
     OTHER_GAP,
     PENDING,
+    VIOLATION,
     cell_text,
     gap_swatch,
 )
@@ -530,6 +532,68 @@ def support_gap_rows() -> list[Row]:
     return [overview, responses]
 
 
+def conformance_rows() -> list[Row]:
+    """Conformance checks (docs/conformance.md): targets x checks, and what to do."""
+    violated = f"dnsgap_conformance_violation{{{SEL}}}"
+    verdicts = {"0": {"text": OK.text, "color": OK.colour, "index": 0},
+                "1": {"text": f"{VIOLATION.text} \u2717", "color": VIOLATION.colour,
+                      "index": 1}}  # fmt: skip
+    checks_doc = "What each check means and what to do (docs/conformance.md):\n\n" + "\n".join(
+        f"- **{check.name}**: {check.remediation}" for check in conformance.CHECKS)
+    now = stat(
+        "Checks violated now",
+        "(target, probe, check) whose latest reply violates the check.",
+        f"count(max by (target, probe, check) ({violated} == 1)"
+        f" and on (target, probe) {INFO})",
+        thresholds=steps((None, OK.colour), (1, VIOLATION.colour)), no_value="0",
+    )  # fmt: skip
+    replies = stat(
+        "Violating replies in range",
+        "Replies that violated a conformance check in the selected range, all checks.",
+        f"round(sum(increase(dnsgap_conformance_violations_total{{{SEL}}}[$__range])"
+        f" and on (target, probe) {INFO}))",
+        thresholds=steps((None, OK.colour), (1, VIOLATION.colour)), no_value="0",
+    )  # fmt: skip
+    # With "unexpected or changed", only targets with a violation in the range get a row.
+    shown = (f"(max by (target) (max_over_time({violated}[$__range])) > 0"
+             f" or max by (target) ({INFO}) unless on () (vector($unexpected) > 0))")
+    matrix = table(
+        "Conformance matrix (targets x checks, latest replies)",
+        "Each cell: does the latest reply of any of the target's probes violate the check "
+        "(ISC genreport's tags, Zonemaster's cases)? **ok** no, **violation \u2717** yes, "
+        "empty: the check applies to none of its probes. *Show: unexpected or changed* "
+        "keeps the targets with a violation in the range.\n\n" + checks_doc,
+        f"max by (target, check) ({violated} and on (target, probe) {INFO})"
+        f" and on (target) {shown}",
+        width=24, height=10, cell="color-background", sort_by="target\\check",
+        descending=False, mappings=[{"type": "value", "options": verdicts}],
+        transformations=[
+            {"id": "groupingToMatrix", "options": {
+                "columnField": "check", "rowField": "target", "valueField": "Value",
+                "emptyValue": "empty"}}],
+        overrides=[{"matcher": {"id": "byName", "options": "target\\check"}, "properties": [
+            {"id": "custom.cellOptions", "value": {"type": "auto"}}]}],
+    )  # fmt: skip
+    current = table(
+        f"Violations now, per probe (top {TOP * 2})",
+        "The checks each probe's latest reply violates; reproduce one with "
+        "`dnsgap probe --json` (its `violations`).\n\n" + checks_doc,
+        f"topk({TOP * 2}, max by (target, probe, check) ({violated} == 1)"
+        f" and on (target, probe) {INFO})",
+        width=12,
+    )  # fmt: skip
+    counted = table(
+        f"Violating replies in the selected range (top {TOP})",
+        "Replies per (target, probe, check) that violated the check in the range: a check "
+        "that is not violated now but has replies here came and went.",
+        f"topk({TOP}, round(sum by (target, probe, check) (increase("
+        f"dnsgap_conformance_violations_total{{{SEL}}}[$__range]))"
+        f" and on (target, probe) {INFO}) > 0)",
+        width=12,
+    )  # fmt: skip
+    return [Row("Conformance", [now, replies, matrix, current, counted])]
+
+
 def dso_rows() -> list[Row]:
     dso_pairs = f'max by (target, probe) (dnsgap_probe_info{{{SEL},kind=~"dso_.*"}})'
     outcomes = state_timeline(
@@ -830,7 +894,7 @@ def dashboards() -> dict[str, Json]:
         "dnsgap-overview.json": dashboard(
             "dnsgap-overview", "dnsgap / Support gaps",
             "Which DNS operations each server does not support, and why.",
-            support_gap_rows(), overview=True),
+            [*support_gap_rows(), *conformance_rows()], overview=True),
         "dnsgap-dso.json": dashboard(
             "dnsgap-dso", "dnsgap / DSO and DNS Push",
             "DNS Stateful Operations sessions, granted timers, push and fallbacks.",

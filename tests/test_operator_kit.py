@@ -39,6 +39,7 @@ CONTRACT_METRICS = frozenset({
     "dnsgap_dso_keepalive_interval_seconds", "dnsgap_dso_retry_delay_seconds",
     "dnsgap_dso_sessions_closed_total", "dnsgap_dso_push_notifications_total",
     "dnsgap_fallback_total", "dnsgap_fallback_active", "dnsgap_tls_cert_expiry_timestamp_seconds",
+    "dnsgap_conformance_violation", "dnsgap_conformance_violations_total",
     *(f"{histogram}{suffix}"
       for histogram in ("dnsgap_probe_duration_seconds", "dnsgap_scheduler_lateness_seconds")
       for suffix in ("_bucket", "_sum", "_count")),
