@@ -49,8 +49,9 @@ DEMO_SERVERS: dict[str, tuple[ServerBehaviour, str]] = {
     ),
     "demo-regress": (
         ServerBehaviour(dso="full"),
-        "healthy at start, then a bad upgrade: NOTIMP for UPDATE and DSOTYPENI for "
-        "DNS Push after 45 s (what the DnsgapNew* alerts are for)",
+        "healthy at start, then a bad upgrade: NOTIMP for UPDATE, DSOTYPENI for "
+        "DNS Push and EDNS version 1 answered as if it were 0 after 45 s (what the "
+        "DnsgapNew* alerts are for)",
     ),
 }
 
@@ -58,7 +59,7 @@ DEMO_SERVERS: dict[str, tuple[ServerBehaviour, str]] = {
 #: that was not there before, so the demo needs a healthy-then-gap transition.
 REGRESS_AFTER_SECONDS = 45.0
 #: What demo-regress answers after the regression.
-REGRESSED = ServerBehaviour(update="notimp", dso="no_push")
+REGRESSED = ServerBehaviour(update="notimp", dso="no_push", edns_version="ignore")
 
 _DEMO_CONFIG = """\
 # The demo's config: the same format as any dnsgap config file.
@@ -116,6 +117,9 @@ targets:
         kind: dso_push_subscribe
         interval: 2s
         dso: {{push_name: www.demo.example., push_type: A}}
+      # EDNS version 1: BADVERS, until the regression answers NOERROR (conformance
+      # check `badversion`, docs/conformance.md).
+      - {{name: edns1, kind: query, qname: "@", qtype: SOA, edns: {{version: 1}}, interval: 2s}}
   # A zone target: demo.example.'s name servers are looked up (demo-auth answers for
   # the zone) and each address is probed as its own target.
   - zone: demo.example.
@@ -213,7 +217,8 @@ async def _regress_later(server: RunningServer, after: float) -> None:
     (a connection keeps the behaviour it started with)."""
     await asyncio.sleep(after)
     server.behaviour = dataclasses.replace(server.behaviour, update=REGRESSED.update,
-                                           dso=REGRESSED.dso)  # fmt: skip
+                                           dso=REGRESSED.dso,
+                                           edns_version=REGRESSED.edns_version)  # fmt: skip
 
 
 async def run_demo(listen: str, config_out: str | None = None) -> None:

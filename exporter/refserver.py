@@ -103,6 +103,9 @@ class ServerBehaviour:
     notify: OpAnswer = "implement"
     #: Opcodes 1-3 and 7-15 ("implement" answers NOTIMP, as RFC 1035 servers do).
     unknown_opcode: OpAnswer = "notimp"
+    #: EDNS version 1 and up: "badvers" as RFC 6891 §6.1.3 says; "ignore" answers as
+    #: if it were version 0, as Knot Resolver and dnsmasq do (docs/server-answers.md).
+    edns_version: Literal["badvers", "ignore"] = "badvers"
     dso: DsoMode = "full"
     #: DSO over UDP. RFC 8490 §4.2 only says DSO does not apply to UDP and
     #: prescribes no answer: "formerr" answers FORMERR, "drop" stays silent.
@@ -383,7 +386,7 @@ def classic_reply(behaviour: ServerBehaviour, zone: _Zone, wire: bytes, tcp: boo
     fixed = _answer_with(action, wire)
     if fixed is not None:
         return fixed
-    badvers = _edns_reply(msg)
+    badvers = _edns_reply(msg) if behaviour.edns_version == "badvers" else None
     if badvers is not None:
         return _Reply((badvers.to_wire(),))
     if len(msg.question) != 1:

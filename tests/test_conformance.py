@@ -502,3 +502,85 @@ def test_dnsgap_survey_shows_a_violated_check_never_ok() -> None:
     assert cell(result(True, "z")) == "z"  # dnsmasq's zflag: NOERROR with Z echoed
     assert cell(result(False, "rcode")) == "rcode"
     assert cell(result(True)) == "ok"
+
+
+# -- the status page ----------------------------------------------------------------
+
+
+def test_status_page_never_shows_a_violating_answer_green() -> None:
+    import time
+
+    from exporter.causes import Cause
+    from exporter.config import parse_config
+    from exporter.metrics import MetricsState
+    from exporter.outcome import Outcome, WireEvent
+    from exporter.probes import ProbeResult
+    from exporter.statuspage import render_status_page
+
+    config = parse_config("targets: [{name: kresd, server: 192.0.2.1, zone: gap.test,"
+                          " role: recursive, survey: {preset: compliance, rd: true}}]",
+                          "<test>")  # fmt: skip
+    state = MetricsState()
+    state.sync(config, [(t, s) for t in config.targets for s in t.probes])
+
+    def record(probe: str, success: bool, *violations: str) -> None:
+        outcome = Outcome(WireEvent.REPLY, 0, violations=violations)
+        state.record("kresd", probe, ProbeResult(outcome, Cause.NONE, success, 0.001,
+                                                 time.time()))  # fmt: skip
+
+    record("edns1", False, "rcode", "badversion", "soa")  # NOERROR to EDNS version 1
+    record("zflag", True, "z")
+    record("dns", True)
+    page = render_status_page(state.pairs.values(), reload_ok=True)
+    assert ('<span class="chip violation" data-probe="edns1" data-cause="none"' in page)
+    assert "edns1: <b>badversion \u2717</b>" in page
+    assert "zflag: <b>z \u2717</b>" in page
+    assert 'class="chip ok" data-probe="dns"' in page
+    section = page.split("<table id=conformance>")[1].split("</table>")[0]
+    assert section.count("<tr class=\"violation\"") == 4
+    assert 'data-probe="edns1" data-check="badversion"' in section
+    assert cf.remediation("badversion") in section
+    assert "4 violated checks on 2 probes" in page
+
+
+def test_reference_server_ignoring_the_edns_version_is_badversion_like_knot_resolver() -> None:
+    from exporter.config import survey_probes
+    from exporter.refserver import ServerBehaviour, start
+
+    specs = {p.name: p for p in survey_probes("compliance", "demo.example.")}
+
+    async def scenario(behaviour: ServerBehaviour) -> dict[str, tuple[str, ...]]:
+        async with await start(behaviour) as server:
+            target = Target("ref", "127.0.0.1", server.port, (), zone="demo.example.",
+                            role="authoritative")  # fmt: skip
+            out = {}
+            for name in ("edns1", "edns1opt", "edns", "dns", "opcode"):
+                result = await run_probe(target, specs[name])
+                out[name] = result.outcome.violations
+            return out
+
+    assert asyncio.run(scenario(ServerBehaviour())) == {
+        "edns1": (), "edns1opt": (), "edns": (), "dns": (), "opcode": ()}
+    ignoring = asyncio.run(scenario(ServerBehaviour(edns_version="ignore")))
+    assert ignoring["edns1"] == ("rcode", "badversion", "soa")
+    assert ignoring["edns1opt"] == ("rcode", "badversion", "soa")
+    assert ignoring["edns"] == ()
+
+
+def test_the_overview_dashboard_has_a_conformance_row_of_targets_x_checks() -> None:
+    import json
+
+    from exporter.palette import OK, VIOLATION
+
+    board = json.loads((Path(__file__).parents[1] / "grafana" / "dashboards"
+                        / "dnsgap-overview.json").read_text(encoding="utf-8"))  # fmt: skip
+    rows = [p["title"] for p in board["panels"] if p["type"] == "row"]
+    assert "Conformance" in rows
+    matrix = next(p for p in board["panels"] if p["title"].startswith("Conformance matrix"))
+    assert "dnsgap_conformance_violation" in matrix["targets"][0]["expr"]
+    grouping = matrix["transformations"][0]["options"]
+    assert (grouping["rowField"], grouping["columnField"]) == ("target", "check")
+    verdicts = matrix["fieldConfig"]["defaults"]["mappings"][0]["options"]
+    assert (verdicts["0"]["color"], verdicts["1"]["color"]) == (OK.colour, VIOLATION.colour)
+    for check in cf.CHECKS:  # every check's remedy is one hover away
+        assert check.remediation in matrix["description"]
