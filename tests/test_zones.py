@@ -55,7 +55,7 @@ def with_fleet(test: Callable[[Fleet], Coroutine[Any, Any, None]]) -> Callable[[
             async with running_fleet() as fleet:
                 await test(fleet)
 
-        asyncio.run(asyncio.wait_for(body(), 60))
+        asyncio.run(asyncio.wait_for(body(), 120))
 
     run.__signature__ = inspect.Signature()  # type: ignore[attr-defined]
     return run
@@ -78,7 +78,7 @@ targets:
 """
 
 
-async def wait_for(render: Callable[[], str], *patterns: str, seconds: float = 20.0) -> str:
+async def wait_for(render: Callable[[], str], *patterns: str, seconds: float = 40.0) -> str:
     """The first rendering in which every pattern matches."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -299,4 +299,4 @@ def test_an_ns_name_with_an_aaaa_record_is_probed_over_ipv6_too() -> None:
             for server in fleet.servers:
                 await server.close()
 
-    asyncio.run(asyncio.wait_for(body(), 60))
+    asyncio.run(asyncio.wait_for(body(), 120))
