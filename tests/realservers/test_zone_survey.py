@@ -180,7 +180,7 @@ targets:
         exporter.start()
         render = exporter.state.render
 
-        async def wait(what: str, ok: Callable[[str], bool], seconds: float = 30) -> str:
+        async def wait(what: str, ok: Callable[[str], bool], seconds: float = 60) -> str:
             deadline = time.monotonic() + seconds
             while time.monotonic() < deadline:
                 text = render()
@@ -209,4 +209,4 @@ targets:
             _change_ns(zone, add="ns3")  # idempotent: leave the zone as it started
             await exporter.stop()
 
-    asyncio.run(asyncio.wait_for(body(), 120))
+    asyncio.run(asyncio.wait_for(body(), 240))
