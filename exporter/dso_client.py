@@ -23,6 +23,7 @@ import ssl
 import struct
 from collections.abc import Callable
 
+from exporter import certs
 from exporter import transport as tx
 from exporter.config import ProbeSpec, Target, Transport
 from exporter.dso import (
@@ -173,6 +174,8 @@ class DsoConnection:
                  max_bytes: int = MAX_PROBE_BYTES) -> None:  # fmt: skip
         self.stream = stream
         self.transport = stream.transport_name
+        #: Earliest notAfter of the TLS peer's chain (None over TCP): the DoT gauge.
+        self.cert_not_after = certs.ssl_chain_expiry(stream.writer.get_extra_info("ssl_object"))
         self.on_end = on_end
         self.max_unsolicited = max_unsolicited
         self.max_bytes = max_bytes
@@ -577,7 +580,8 @@ async def _run_once(target: Target, spec: ProbeSpec, ssl_context: ssl.SSLContext
         reason = None  # no session, and the server did not end the connection
     facts = conn.facts(dso_type, closed_reason=reason)
     return dataclasses.replace(outcome, dso=facts, transport=conn.transport,
-                               bytes_received=conn.bytes_received)  # fmt: skip
+                               bytes_received=conn.bytes_received,
+                               cert_not_after=conn.cert_not_after)  # fmt: skip
 
 
 async def _run_udp(target: Target, spec: ProbeSpec) -> Outcome:
@@ -808,6 +812,7 @@ class DsoSessionPool:
         facts = conn.facts(dso_type)
         return dataclasses.replace(outcome, dso=facts, transport=conn.transport,
                                    bytes_received=conn.bytes_received,
+                                   cert_not_after=conn.cert_not_after,
                                    details={**outcome.details, **details}), lost  # fmt: skip
 
     def _timer_action(self, conn: DsoConnection, now: float) -> tuple[str | None, float]:

@@ -331,6 +331,7 @@ def test_padding_over_tls_establishes_a_session(
     assert result.outcome.transport == "tls"
     assert result.outcome.dso is not None
     assert result.outcome.dso.session_established
+    assert result.outcome.cert_not_after is not None  # dnsgap_tls_cert_expiry_timestamp_seconds
     data = cli_json(capsys, server.tls_port, "dso_padding", "--transport", "tls",
                     "--ca-file", str(cert), "--server-name", "localhost")  # fmt: skip
     assert (data["cause"], data["transport"]) == ("none", "tls")
