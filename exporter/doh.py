@@ -102,6 +102,8 @@ class _Stream:
     status: int | None = None
     content_type: str | None = None
     body: bytearray = field(default_factory=bytearray)
+    #: The server finished or reset the stream (else we cancel it when done with it).
+    ended: bool = False
 
 
 class _Connection:
@@ -154,8 +156,10 @@ class _Connection:
             self.shut()
             return _connection_outcome(exc, self.cert_not_after)
         finally:
-            if self.streams.pop(stream_id, None) is not None and not stream.done.done():
-                # Given up (deadline) before the end: tell the server.
+            self.streams.pop(stream_id, None)
+            if not stream.ended and not self.closed:
+                # Given up (deadline, a body over the cap) before the end: tell the
+                # server, or it keeps sending what we would only throw away.
                 with contextlib.suppress(h2.exceptions.ProtocolError):
                     self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
                     self._flush()
@@ -219,10 +223,12 @@ class _Connection:
                     error=f"DoH body exceeds the cap of {stream.max_bytes} bytes",
                     cert_not_after=self.cert_not_after))  # fmt: skip
         elif isinstance(event, h2.events.StreamEnded):
+            stream.ended = True
             self.answered += 1
             stream.done.set_result(judge_response(stream.status, stream.content_type,
                                                   bytes(stream.body), self.cert_not_after))
         elif isinstance(event, h2.events.StreamReset):
+            stream.ended = True
             code = int(event.error_code or 0)
             stream.done.set_result(Outcome(
                 WireEvent.STREAM_RESET, transport="doh", bytes_received=len(stream.body),
