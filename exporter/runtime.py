@@ -4,9 +4,10 @@ and the reload that swaps configs without losing the last good one."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
@@ -107,6 +108,22 @@ class Exporter:
         if self.freeze_gc:
             gc.freeze()
 
+    @contextlib.contextmanager
+    def _collector_paused(self) -> Iterator[None]:
+        """No automatic collection while the reload thread builds the new config: each
+        one would walk the part built so far, holding the GIL (60,000 pairs: 1.7 s of
+        stalls while loading, 0.2 s without). Afterwards the new objects are frozen
+        before collection resumes, or the first young collection would walk them all."""
+        if not self.freeze_gc or not gc.isenabled():
+            yield
+            return
+        gc.disable()
+        try:
+            yield
+        finally:
+            gc.freeze()
+            gc.enable()
+
     def start(self) -> None:
         self._settle_heap()
         self.scheduler.start()
@@ -128,19 +145,20 @@ class Exporter:
         if self.config_path is None:
             return ReloadResult(False, "no config file to reload (built-in config)")
         async with self._reload_lock:
-            try:
-                loaded = await asyncio.to_thread(load_config, self.config_path)
-            except (ConfigError, OSError) as exc:
-                self.state.record_reload(False)
-                self.last_reload_error = str(exc)
-                log.error("config reload failed, keeping the last good config: %s", exc)
-                return ReloadResult(False, str(exc))
-            # Zone targets' servers are discovered on the loop: add them before the
-            # comparison, which goes back to the thread.
-            self.zones.apply(loaded.zones)
-            plan = await asyncio.to_thread(plan_reload, self._with_zone_servers(loaded),
-                                           self.config, self._applied, self.shard,
-                                           self.listener)  # fmt: skip
+            with self._collector_paused():
+                try:
+                    loaded = await asyncio.to_thread(load_config, self.config_path)
+                except (ConfigError, OSError) as exc:
+                    self.state.record_reload(False)
+                    self.last_reload_error = str(exc)
+                    log.error("config reload failed, keeping the last good config: %s", exc)
+                    return ReloadResult(False, str(exc))
+                # Zone targets' servers are discovered on the loop: add them before the
+                # comparison, which goes back to the thread.
+                self.zones.apply(loaded.zones)
+                plan = await asyncio.to_thread(plan_reload, self._with_zone_servers(loaded),
+                                               self.config, self._applied, self.shard,
+                                               self.listener)  # fmt: skip
             await self._apply(plan)
             self.loaded = loaded
             if self._zones_dirty:  # servers found while the reload was being applied
