@@ -181,11 +181,13 @@ class Exporter:
     async def _apply(self, plan: ReloadPlan) -> None:
         self.state.configure(plan.config)
         self.scheduler.configure(plan.config.scheduler)
-        self.scheduler.reshape(*plan.budgets)
         for removed in _steps(plan.removed):
             self.state.remove_pairs(removed)
             self.scheduler.remove(removed)
             await asyncio.sleep(0)
+        # Between the steps: removed targets run no more probes, and new ones have a
+        # share of the budgets before their first probe.
+        self.scheduler.reshape(*plan.budgets)
         for changed in _steps(plan.changed):
             self.state.install_pairs(pair_plan for _, _, pair_plan in changed)
             self.scheduler.upsert((target, spec) for target, spec, _ in changed)
