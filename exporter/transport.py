@@ -117,7 +117,7 @@ async def udp_exchange(host: str, port: int, wire: bytes, msg_id: int,
             family, address = literal[0], (literal[1], port)
         try:
             reply, mismatched = await udp.exchange(family, address, wire, msg_id, timeout)
-        except udp.IdTaken:
+        except udp.Busy:
             return await _connected_exchange(family, address, wire, msg_id, timeout)
     except (OSError, EOFError, UnicodeError) as exc:
         if out_of_descriptors(exc):
@@ -137,8 +137,9 @@ async def _connected_exchange(family: socket.AddressFamily, address: tuple[str, 
                               timeout: float) -> ExchangeResult:  # fmt: skip
     """The same exchange on a connected socket of its own: the kernel filters other
     sources and reports ICMP port unreachable as ECONNREFUSED. Used when the
-    request's ID is already pending for the destination on every shared socket (a
-    TSIG-signed request cannot take another ID)."""
+    shared sockets are busy: the request's ID already pending for the destination
+    on every one (a TSIG-signed request cannot take another ID), or a full send
+    buffer."""
     loop = asyncio.get_running_loop()
     sock: socket.socket | None = None
     done: asyncio.Future[bytes] = loop.create_future()

@@ -353,8 +353,10 @@ def _forget(key: int, sockets: dict[socket.AddressFamily, list[_Shared]]) -> Non
     _close_all(sockets)
 
 
-class IdTaken(Exception):  # noqa: N818 - a rare state, not an error
-    """The request's ID is pending for this destination on every pooled socket."""
+class Busy(Exception):  # noqa: N818 - a rare state, not an error
+    """The shared sockets cannot take this request now: its ID is pending for the
+    destination on every one of them, or the socket's send buffer is full. The
+    caller sends it on a socket of its own instead."""
 
 
 async def exchange(family: socket.AddressFamily, dest: Destination, wire: bytes,
@@ -363,13 +365,13 @@ async def exchange(family: socket.AddressFamily, dest: Destination, wire: bytes,
 
     Returns (reply, datagrams with other IDs seen); the reply is None if nothing
     came, or the last stray datagram if only strays came. Raises OSError for an ICMP
-    error or a failed send, :class:`IdTaken` and :class:`DescriptorsExhausted`.
+    error or a failed send, :class:`Busy` and :class:`DescriptorsExhausted`.
     """
     loop = asyncio.get_running_loop()
     pool = _pool(loop)
     shared = pool.pick(loop, family, dest, msg_id)
     if shared is None:
-        raise IdTaken(msg_id)
+        raise Busy(f"ID {msg_id} pending for {dest} on every shared socket")
     future: asyncio.Future[bytes | None] = loop.create_future()
     waiter = _Waiter(future, wire)
     ids = shared.pending.get(dest)
@@ -380,7 +382,12 @@ async def exchange(family: socket.AddressFamily, dest: Destination, wire: bytes,
     sent = False
     reply: bytes | None = None
     try:
-        shared.sock.sendto(wire, dest)
+        try:
+            shared.sock.sendto(wire, dest)
+        except BlockingIOError as exc:
+            # A full send buffer says nothing about the server: never a network
+            # error for it.
+            raise Busy("send buffer full") from exc
         sent = True
         pool.expire_after(loop, timeout, future)
         reply = await future

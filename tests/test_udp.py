@@ -198,3 +198,26 @@ def test_the_shared_sockets_answer_a_real_server_across_event_loops() -> None:
 
     # Each asyncio.run is a new loop: a pool must never outlive its loop's use.
     assert [asyncio.run(one()) for _ in range(3)] == [Cause.NONE] * 3
+
+
+def test_ipv6_errors_and_replies_reach_the_probe_whatever_the_literals_spelling() -> None:
+    async def main() -> tuple[transport.ExchangeResult, transport.ExchangeResult]:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe_port:
+            probe_port.bind(("::1", 0))
+            closed = probe_port.getsockname()[1]
+        loop = asyncio.get_running_loop()
+        endpoint, _ = await loop.create_datagram_endpoint(
+            lambda: _Responder(lambda data: [_answer(data)]), local_addr=("::1", 0))
+        port = endpoint.get_extra_info("sockname")[1]
+        try:
+            return await asyncio.gather(
+                transport.udp_exchange("::1", closed, _query(3), 3, 1.0),
+                # recvfrom reports "::1": the spelling of the config must not matter.
+                transport.udp_exchange("0:0:0:0:0:0:0:1", port, _query(3), 3, 1.0))
+        finally:
+            endpoint.close()
+
+    refused, answered = asyncio.run(main())
+    assert not isinstance(refused, transport.Received)
+    assert refused.event.value == "connection_refused"
+    assert isinstance(answered, transport.Received)
