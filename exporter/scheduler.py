@@ -199,12 +199,33 @@ class ProbeScheduler:
 
     def start(self) -> None:
         self._stopped = False
+        self._rebase_overdue(time.time())
         self._loop = asyncio.get_running_loop()
         self._aps = AsyncIOScheduler(event_loop=self._loop)
         self._aps.add_job(self._slot, "interval", seconds=SLOT_SECONDS, id="dnsgap-slot",
                           max_instances=1, coalesce=True, misfire_grace_time=None)  # fmt: skip
         self._aps.start()
         self._tick()  # do not wait a whole slot for the first launches
+
+    def _rebase_overdue(self, now: float) -> None:
+        """Shift every due time by the time start-up took since the pairs were
+        placed, if any fell due meanwhile.
+
+        Loading a fleet's config takes seconds (20 s for 60,000 pairs here): the
+        pairs whose phase fell in that time would all start in the first slot, the
+        same burst on every interval after (their grid keeps it), enough to fill a
+        shared socket's receive buffer or a configured bound at once.
+        """
+        if not self._heap or self._heap[0][0] >= now:
+            return
+        shift = now - min(pair.due for pair in self._pairs.values())
+        heap = []
+        for key, pair in self._pairs.items():
+            pair.due += shift
+            self._seq += 1
+            heap.append((pair.due, self._seq, key, pair.generation))
+        heapq.heapify(heap)
+        self._heap = heap
 
     async def stop(self) -> None:
         if self._aps is not None:

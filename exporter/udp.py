@@ -55,6 +55,10 @@ IDLE_SECONDS = 60.0
 #: server costs one result, never unbounded work.
 MAX_STRAY_DATAGRAMS = 256
 _MAX_DATAGRAM = 65535
+#: Receive buffer asked for each shared socket: the replies of every probe in
+#: flight land in it, where a socket per probe had a buffer each. The kernel caps
+#: it at net.core.rmem_max (often 208 KiB: a few hundred replies).
+RECEIVE_BUFFER = 4 * 1024 * 1024
 #: Datagrams read per wake-up before other callbacks get the loop.
 _BATCH = 64
 #: Deadlines are checked on this grid (seconds): a probe times out up to this much
@@ -287,6 +291,8 @@ class _Pool:
             raise
         try:
             sock.setblocking(False)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
             with contextlib.suppress(OSError):  # not Linux: ICMP errors go unseen
                 if family == socket.AF_INET6:
                     sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)

@@ -151,3 +151,25 @@ def test_apply_keeps_the_grid_of_unchanged_pairs_and_forgets_removed_ones() -> N
     shift, count = asyncio.run(scenario())
     assert shift == 0.0
     assert count == 1
+
+
+def test_pairs_that_fell_due_during_start_up_keep_their_spread_instead_of_bursting() -> None:
+    targets = tuple(Target(f"t{i}", "127.0.0.1", 53, (_spec("soa", 2.0),)) for i in range(200))
+    starts: list[float] = []
+
+    async def runner(target: Target, spec: ProbeSpec) -> ProbeResult:
+        starts.append(time.monotonic())
+        return _result()
+
+    async def scenario() -> None:
+        scheduler = ProbeScheduler(MetricsState(), runner, SchedulerSettings())
+        scheduler.apply([(t, s) for t in targets for s in t.probes])
+        time.sleep(1.0)  # a slow start-up: half the interval's phases are now past
+        scheduler.start()
+        await asyncio.sleep(1.0)
+        await scheduler.stop()
+
+    asyncio.run(scenario())
+    assert 60 <= len(starts) <= 140  # half the pairs in half the interval
+    first = starts[0]
+    assert sum(1 for s in starts if s - first < 0.1) < 30  # not all at once
