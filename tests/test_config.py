@@ -54,6 +54,28 @@ def load_error(tmp_path: Path) -> Callable[[str], ConfigError]:
     return load
 
 
+#: The line :func:`probe_error` writes its one probe on.
+PROBE_LINE = 5
+
+
+@pytest.fixture
+def probe_error(
+    load_error: Callable[[str], ConfigError],
+) -> Callable[[str], ConfigError]:
+    """The error a config of one target with one probe (a YAML flow mapping) raises."""
+
+    def load(probe_yaml: str) -> ConfigError:
+        return load_error(f"""
+            targets:
+              - name: a
+                server: 192.0.2.1
+                probes:
+                  - {probe_yaml}
+        """)
+
+    return load
+
+
 def parse(text: str) -> Config:
     return parse_config(textwrap.dedent(text).lstrip("\n"), "test.yml")
 
@@ -251,20 +273,6 @@ def test_unknown_key_names_file_line_and_key(load_error: Callable[[str], ConfigE
     assert "did you mean 'timeout'" in str(err)
 
 
-def test_wrong_type_says_what_was_expected_and_what_came(
-    load_error: Callable[[str], ConfigError],
-) -> None:
-    err = load_error("""
-        targets:
-          - name: a
-            server: 192.0.2.1
-            probes:
-              - {name: q, kind: query, rd: maybe}
-    """)
-    assert (err.line, err.key) == (5, "targets[0].probes[0].rd")
-    assert "expected true or false (got 'maybe')" in str(err)
-
-
 @pytest.mark.parametrize(
     "server", ["192.0.2.1:0", "192.0.2.1:70000", "[2001:db8::1", "[nonsense]:53", "a b", "x:y"]
 )
@@ -317,26 +325,10 @@ def test_unknown_kind_suggests_a_known_one(load_error: Callable[[str], ConfigErr
     assert "did you mean 'query'" in err.message
 
 
-def test_notify_without_opt_in_is_rejected(load_error: Callable[[str], ConfigError]) -> None:
-    err = load_error("""
-        targets:
-          - name: a
-            server: 192.0.2.1
-            probes: [{name: n, kind: notify}]
-    """)
-    assert err.key == "targets[0].probes[0].allow_notify"
-    assert "allow_notify: true" in err.message
-
-
 def test_raw_opcode_4_is_a_notify_and_needs_the_same_opt_in(
-    load_error: Callable[[str], ConfigError],
+    load_error: Callable[[str], ConfigError], probe_error: Callable[[str], ConfigError]
 ) -> None:
-    err = load_error("""
-        targets:
-          - name: a
-            server: 192.0.2.1
-            probes: [{name: n, kind: opcode, opcode: 4}]
-    """)
+    err = probe_error("{name: n, kind: opcode, opcode: 4}")
     assert err.key == "targets[0].probes[0].allow_notify"
     assert "opcode 4 (NOTIFY)" in err.message
     # A template (what ad-hoc /probe requests run) is checked the same way.
@@ -361,14 +353,9 @@ def test_raw_opcode_4_is_a_notify_and_needs_the_same_opt_in(
     ("0x41", "only a server sends"), ("0x42", "unidirectional"), ("0x43", "unidirectional"),
 ])  # fmt: skip
 def test_dso_tlv_with_an_assigned_type_is_rejected_with_the_kind_to_use(
-    load_error: Callable[[str], ConfigError], tlv_type: str, hint: str
+    probe_error: Callable[[str], ConfigError], tlv_type: str, hint: str
 ) -> None:
-    err = load_error(f"""
-        targets:
-          - name: a
-            server: 192.0.2.1
-            probes: [{{name: t, kind: dso_tlv, dso: {{tlv_type: {tlv_type}}}}}]
-    """)
+    err = probe_error(f"{{name: t, kind: dso_tlv, dso: {{tlv_type: {tlv_type}}}}}")
     assert err.key == "targets[0].probes[0].dso.tlv_type"
     assert hint in err.message
     assert "expected an unassigned or experimental DSO TLV type" in err.message
@@ -427,38 +414,40 @@ def test_duplicate_yaml_keys_are_rejected(load_error: Callable[[str], ConfigErro
     assert (err.line, err.key) == (3, "scheduler.jitter")
 
 
-@pytest.mark.parametrize(
-    ("probe_yaml", "key", "fragment"),
-    [
-        ("{name: o, kind: opcode, opcode: 16}", "opcode", "0-15"),
-        ("{name: q, kind: query, qtype: BOGUS}", "qtype", "TYPE65534"),
-        ("{name: q, kind: query, qclass: XX}", "qclass", "CH"),
-        ("{name: q, kind: query, expect: [nope]}", "expect", "cause names"),
-        ("{name: q, kind: query, expect: NOTIMPL}", "expect", "did you mean 'NOTIMP'"),
-        ("{name: x, kind: axfr, tsig_key: missing}", "tsig_key", "tsig_keys"),
-        ("{name: d, kind: dso_keepalive, transport: udp}", "transport", "allow_udp"),
-        ("{name: x, kind: axfr, transport: udp}", "transport", "RFC 5936"),
-        ("{name: q, kind: query, serial: 5}", "serial", "ixfr"),
-        (
-            "{name: q, kind: query, edns: {options: [{code: 9, data: zz}]}}",
-            "edns.options[0].data",
-            "hex",
-        ),
-        ("{name: q, kind: query, qname: 'a..b'}", "qname", "domain name"),
-        ("{name: q, kind: query, transport: quic}", "transport", "udp, tcp, tls"),
-    ],
-)
+@pytest.mark.parametrize(("probe_yaml", "key", "fragment"), [
+    pytest.param("{name: q, kind: query, rd: maybe}", "rd", "expected true or false (got 'maybe')",
+                 id="wrong-type-says-what-was-expected-and-what-came"),
+    pytest.param("{name: o, kind: opcode, opcode: 16}", "opcode", "0-15", id="opcode-above-15"),
+    pytest.param("{name: q, kind: query, qtype: BOGUS}", "qtype", "TYPE65534",
+                 id="unknown-qtype-says-the-accepted-forms"),
+    pytest.param("{name: q, kind: query, qclass: XX}", "qclass", "CH",
+                 id="unknown-qclass-says-the-accepted-forms"),
+    pytest.param("{name: q, kind: query, expect: [nope]}", "expect", "cause names",
+                 id="expect-unknown-cause"),
+    pytest.param("{name: q, kind: query, expect: NOTIMPL}", "expect", "did you mean 'NOTIMP'",
+                 id="expect-misspelt-rcode-suggests-one"),
+    pytest.param("{name: x, kind: axfr, tsig_key: missing}", "tsig_key", "tsig_keys",
+                 id="tsig-key-not-in-tsig_keys"),
+    pytest.param("{name: d, kind: dso_keepalive, transport: udp}", "transport", "allow_udp",
+                 id="dso-over-udp-needs-allow_udp"),
+    pytest.param("{name: x, kind: axfr, transport: udp}", "transport", "RFC 5936",
+                 id="axfr-over-udp"),
+    pytest.param("{name: q, kind: query, serial: 5}", "serial", "ixfr",
+                 id="serial-only-for-ixfr"),
+    pytest.param("{name: q, kind: query, edns: {options: [{code: 9, data: zz}]}}",
+                 "edns.options[0].data", "hex", id="edns-option-data-not-hex"),
+    pytest.param("{name: q, kind: query, qname: 'a..b'}", "qname", "domain name",
+                 id="qname-with-an-empty-label"),
+    pytest.param("{name: q, kind: query, transport: quic}", "transport", "udp, tcp, tls",
+                 id="unknown-transport"),
+    pytest.param("{name: n, kind: notify}", "allow_notify", "allow_notify: true",
+                 id="notify-without-opt-in"),
+])  # fmt: skip
 def test_bad_probe_values_are_reported_at_their_key(
-    load_error: Callable[[str], ConfigError], probe_yaml: str, key: str, fragment: str
+    probe_error: Callable[[str], ConfigError], probe_yaml: str, key: str, fragment: str
 ) -> None:
-    err = load_error(f"""
-        targets:
-          - name: a
-            server: 192.0.2.1
-            probes:
-              - {probe_yaml}
-    """)
-    assert (err.line, err.key) == (5, f"targets[0].probes[0].{key}")
+    err = probe_error(probe_yaml)
+    assert (err.line, err.key) == (PROBE_LINE, f"targets[0].probes[0].{key}")
     assert fragment in err.message
 
 
