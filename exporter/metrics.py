@@ -481,7 +481,13 @@ class MetricsState:
     def _samples(self, name: str, *, include_schedule: bool = True) -> Iterator[str]:
         # Snapshots: a reload may add or drop pairs while a chunked scrape is paused.
         pairs = list(self.pairs.values())
-        if name == "dnsgap_probe_responses_total":
+        if name in _PAIR_VALUES:
+            attribute, spec = _PAIR_VALUES[name]
+            for s in pairs:
+                value = getattr(s, attribute)
+                if value is not None:
+                    yield f"{name}{{{s.key}}} {value:{spec}}\n"
+        elif name == "dnsgap_probe_responses_total":
             for s in pairs:
                 for (rcode, cause), count in list(s.responses.items()):
                     yield f'{name}{{{s.key},rcode="{rcode}",cause="{cause}"}} {count}\n'
@@ -490,33 +496,15 @@ class MetricsState:
                 for cause in _gap_causes(s):
                     value = 1 if s.cause is not None and s.cause.value == cause else 0
                     yield f'{name}{{{s.key},cause="{cause}"}} {value}\n'
-        elif name == "dnsgap_probe_last_rcode":
-            for s in pairs:
-                yield f"{name}{{{s.key}}} {s.last_rcode}\n"
-        elif name == "dnsgap_probe_success":
-            for s in pairs:
-                if s.success is not None:
-                    yield f"{name}{{{s.key}}} {s.success}\n"
         elif name == "dnsgap_probe_duration_seconds":
             for s in pairs:
                 if s.duration is not None:
                     yield from _histogram_lines(name, s.key, s.duration)
-        elif name == "dnsgap_probe_last_run_timestamp_seconds":
-            for s in pairs:
-                if s.last_run is not None:
-                    yield f"{name}{{{s.key}}} {s.last_run:.3f}\n"
         elif name == "dnsgap_probe_interval_seconds":
             # Scheduled pairs only: a /probe answer runs when Prometheus scrapes it.
             if include_schedule:
                 for s in pairs:
                     yield f"{name}{{{s.key}}} {_fmt(s.spec.interval)}\n"
-        elif name == "dnsgap_support_gap_since_timestamp_seconds":
-            for s in pairs:
-                if s.since is not None:
-                    yield f"{name}{{{s.key}}} {s.since:.3f}\n"
-        elif name == "dnsgap_gap_changes_total":
-            for s in pairs:
-                yield f"{name}{{{s.key}}} {s.gap_changes}\n"
         elif name == "dnsgap_probe_info":
             for s in pairs:
                 yield f"{name}{{{s.info}}} 1\n"
@@ -540,10 +528,6 @@ class MetricsState:
             for s in pairs:
                 if s.spec.fallback is not None:
                     yield f"{name}{{{s.key}}} {s.fallback_active}\n"
-        elif name == "dnsgap_tls_cert_expiry_timestamp_seconds":
-            for s in pairs:
-                if s.cert_not_after is not None:
-                    yield f"{name}{{{s.key}}} {s.cert_not_after:.0f}\n"
         else:
             yield from self._self_samples(name)
 
@@ -566,8 +550,7 @@ class MetricsState:
             elif name == "dnsgap_dso_retry_delay_seconds":
                 yield f"{name}{{{labels}}} {_fmt(d.retry_delay)}\n"
             elif name == "dnsgap_dso_sessions_closed_total":
-                for reason, count in sorted(d.closed.items()):
-                    yield f'{name}{{{labels},reason="{escape_label_value(reason)}"}} {count}\n'
+                yield from _by_label(name, "reason", sorted(d.closed.items()), labels)
 
     def _self_samples(self, name: str) -> Iterator[str]:
         if name == "dnsgap_build_info":
@@ -579,22 +562,19 @@ class MetricsState:
         elif name == "dnsgap_config_restart_required":
             yield f"{name} {self.restart_required}\n"
         elif name == "dnsgap_config_reloads_total":
-            for result, count in self.reloads.items():
-                yield f'{name}{{result="{result}"}} {count}\n'
+            yield from _by_label(name, "result", self.reloads.items())
         elif name == "dnsgap_scheduler_lateness_seconds":
             yield from _histogram_lines(name, "", self.lateness)
         elif name == "dnsgap_probes_in_flight":
             yield f"{name} {self.in_flight}\n"
         elif name == "dnsgap_probes_skipped_total":
-            for reason, count in self.skipped.items():
-                yield f'{name}{{reason="{reason}"}} {count}\n'
+            yield from _by_label(name, "reason", self.skipped.items())
         elif name == "dnsgap_probe_requests_waiting":
             yield f"{name} {self.probe_requests_waiting}\n"
         elif name == "dnsgap_probe_requests_queued_total":
             yield f"{name} {self.probe_requests_queued}\n"
         elif name == "dnsgap_probe_requests_refused_total":
-            for reason, count in self.probe_requests_refused.items():
-                yield f'{name}{{reason="{reason}"}} {count}\n'
+            yield from _by_label(name, "reason", self.probe_requests_refused.items())
 
         elif name.startswith("dnsgap_zone_"):
             yield from self._zone_samples(name)
@@ -608,12 +588,10 @@ class MetricsState:
             elif name == "dnsgap_zone_addresses":
                 yield f"{name}{{{labels}}} {z.addresses}\n"
             elif name == "dnsgap_zone_address_changes_total":
-                for change, count in z.changes.items():
-                    yield f'{name}{{{labels},change="{change}"}} {count}\n'
+                yield from _by_label(name, "change", z.changes.items(), labels)
             else:
                 values = z.serials if name == "dnsgap_zone_soa_serial" else z.behind
-                for target, value in sorted(values.items()):
-                    yield f'{name}{{{labels},target="{escape_label_value(target)}"}} {value}\n'
+                yield from _by_label(name, "target", sorted(values.items()), labels)
 
 
 @dataclass(frozen=True, slots=True)
@@ -652,6 +630,16 @@ def _checks(spec: ProbeSpec, role: str | None, zone: str) -> tuple[str, ...]:
 
 
 _ALWAYS = frozenset({"dnsgap_build_info", "dnsgap_probes_in_flight"})
+#: The families with one sample per pair read from one :class:`PairState` slot (no
+#: sample while it is None), and how the value is formatted.
+_PAIR_VALUES: dict[str, tuple[str, str]] = {
+    "dnsgap_probe_last_rcode": ("last_rcode", ""),
+    "dnsgap_probe_success": ("success", ""),
+    "dnsgap_probe_last_run_timestamp_seconds": ("last_run", ".3f"),
+    "dnsgap_support_gap_since_timestamp_seconds": ("since", ".3f"),
+    "dnsgap_gap_changes_total": ("gap_changes", ""),
+    "dnsgap_tls_cert_expiry_timestamp_seconds": ("cert_not_after", ".0f"),
+}
 #: The exporter's own metrics: METRICS from dnsgap_build_info on (left out of /probe).
 _SELF = frozenset(name for name, _, _ in
                   METRICS[[m[0] for m in METRICS].index("dnsgap_build_info"):])  # fmt: skip
@@ -663,6 +651,14 @@ def _gap_causes(state: PairState) -> Iterator[str]:
     seen = {cause for (_, cause) in state.responses}
     seen.discard(Cause.NONE.value)
     yield from sorted(seen)
+
+
+def _by_label(name: str, label: str, counts: Iterable[tuple[str, int]],
+              labels: str = "") -> Iterator[str]:  # fmt: skip
+    """One sample per (label value, count), after the pre-rendered ``labels``."""
+    sep = "," if labels else ""
+    for value, count in list(counts):
+        yield f'{name}{{{labels}{sep}{label}="{escape_label_value(value)}"}} {count}\n'
 
 
 def _histogram_lines(name: str, key: str, hist: Histogram) -> Iterator[str]:
