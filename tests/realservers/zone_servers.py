@@ -30,7 +30,14 @@ import dns.rdatatype
 
 from tests.support import stop_process
 
-from .launch import LaunchError, MissingServerError, bind_options, knot_config, nsd_config
+from .launch import (
+    LaunchError,
+    MissingServerError,
+    bind_options,
+    knot_config,
+    nsd_config,
+    unbound_server_clause,
+)
 
 ZONE = "survey.test."
 PARENT = "test."
@@ -161,20 +168,7 @@ def _knot(workdir: Path, port: int) -> list[str]:
 
 def _unbound(workdir: Path, port: int, servers_port: int) -> list[str]:
     conf = workdir / "unbound.conf"
-    conf.write_text(f"""server:
-    interface: {RESOLVER_ADDRESS}@{port}
-    port: {port}
-    do-ip6: no
-    username: ""
-    chroot: ""
-    directory: "{workdir}"
-    pidfile: "{workdir}/unbound.pid"
-    use-syslog: no
-    logfile: ""
-    verbosity: 1
-    num-threads: 1
-    access-control: 127.0.0.0/8 allow
-    module-config: "iterator"
+    conf.write_text(unbound_server_clause(workdir, RESOLVER_ADDRESS, port) + f"""\
     # Our name servers live on loopback, which Unbound does not query by default.
     do-not-query-localhost: no
     cache-max-ttl: 1
