@@ -373,8 +373,9 @@ class HostileServer:
 
 
 class BackgroundLoop:
-    """An event loop on its own thread, for servers that a subprocess under test talks
-    to (the exporter process probes them while the test thread waits)."""
+    """An event loop on its own thread, so servers keep running while the test thread
+    blocks: in ``asyncio.run``, the CLI (which runs its own loop), or waiting on a
+    subprocess under test that probes them."""
 
     def __init__(self) -> None:
         import threading

@@ -9,9 +9,9 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import pytest
 
@@ -24,49 +24,32 @@ from exporter.kinds import ProbeKind
 from exporter.metrics import MetricsState
 from exporter.probes import ProbeResult, TlsContexts, run_probe
 from exporter.refserver import ServerBehaviour
+from tests.hostile import BackgroundLoop
 from tests.support import make_self_signed_cert
 
-T = TypeVar("T")
 
-
-class LoopThread:
+@pytest.fixture
+def loop_thread() -> Iterator[BackgroundLoop]:
     """An event loop in a thread, so servers keep running while the test calls
     ``asyncio.run`` (run_probe) or the CLI (which runs its own loop)."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
+    background = BackgroundLoop()
+    yield background
+    background.close()
 
 
 @pytest.fixture
-def loop_thread() -> Iterator[LoopThread]:
-    lt = LoopThread()
-    yield lt
-    lt.stop()
-
-
-@pytest.fixture
-def serve(loop_thread: LoopThread) -> Iterator[Callable[..., refserver.RunningServer]]:
+def serve(loop_thread: BackgroundLoop) -> Iterator[Callable[..., refserver.RunningServer]]:
     servers: list[refserver.RunningServer] = []
 
     def start(behaviour: ServerBehaviour | None = None,
               ssl_context: ssl.SSLContext | None = None) -> refserver.RunningServer:  # fmt: skip
-        server = loop_thread.call(refserver.start(behaviour, ssl_context=ssl_context))
+        server = loop_thread.run(refserver.start(behaviour, ssl_context=ssl_context))
         servers.append(server)
         return server
 
     yield start
     for server in servers:
-        loop_thread.call(server.close())
+        loop_thread.run(server.close())
 
 
 def dso_spec(kind: ProbeKind = ProbeKind.DSO_KEEPALIVE, *, timeout: float = 2.0,
@@ -241,14 +224,14 @@ def test_server_without_push_answers_subscribe_with_dsotypeni(
 
 
 def test_push_arrives_for_a_zone_change_during_push_wait(
-    serve: Callable[..., refserver.RunningServer], loop_thread: LoopThread
+    serve: Callable[..., refserver.RunningServer], loop_thread: BackgroundLoop
 ) -> None:
     server = serve()
 
     def change_when_subscribed() -> None:
         for _ in range(200):
             if server.stats.subscriptions:
-                loop_thread.call(server.change_rrset("www.demo.example.", "A", ["192.0.2.99"]))
+                loop_thread.run(server.change_rrset("www.demo.example.", "A", ["192.0.2.99"]))
                 return
             time.sleep(0.01)
 
@@ -371,19 +354,19 @@ async def _answers_within(port: int, writes: list[bytes], seconds: float) -> int
 
 
 def test_dnssd_proxy_mode_answers_a_message_sharing_a_record_with_its_length_only_later(
-    serve: Callable[..., refserver.RunningServer], loop_thread: LoopThread,
+    serve: Callable[..., refserver.RunningServer], loop_thread: BackgroundLoop,
     tls_files: tuple[Path, Path],
 ) -> None:  # fmt: skip
     server = serve(ServerBehaviour(tls_reads="dnssd_proxy"), _server_context(tls_files))
     assert server.tls_port is not None
     first, second = (DsoMessage(i, tlvs=keepalive_tlvs(dso_spec())).to_wire() for i in (1, 2))
     one_record = [frame(first)]
-    assert loop_thread.call(_answers_within(server.tls_port, one_record, 0.5)) == 0
+    assert loop_thread.run(_answers_within(server.tls_port, one_record, 0.5)) == 0
     # The second message brings the first one's answer (and is itself held back).
     two_records = [frame(first), frame(second)]
-    assert loop_thread.call(_answers_within(server.tls_port, two_records, 1.5)) == 1
+    assert loop_thread.run(_answers_within(server.tls_port, two_records, 1.5)) == 1
     split = [frame(first)[:2], first]
-    assert loop_thread.call(_answers_within(server.tls_port, split, 1.5)) == 1
+    assert loop_thread.run(_answers_within(server.tls_port, split, 1.5)) == 1
 
 
 @pytest.mark.parametrize("kind", [ProbeKind.DSO_KEEPALIVE, ProbeKind.DSO_PUSH_SUBSCRIBE])
@@ -481,10 +464,10 @@ async def _close_server(server: asyncio.Server) -> None:
     ("unknown_tlv", "malformed"), ("keepalive_wrong_length", "malformed"),
 ])  # fmt: skip
 def test_hostile_replies_fail_promptly_and_the_next_probe_runs(
-    name: str, cause: str, loop_thread: LoopThread,
+    name: str, cause: str, loop_thread: BackgroundLoop,
     serve: Callable[..., refserver.RunningServer], capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
-    hostile = loop_thread.call(_hostile_server(HOSTILE[name]))
+    hostile = loop_thread.run(_hostile_server(HOSTILE[name]))
     port = hostile.sockets[0].getsockname()[1]
     try:
         result = probe(port, dso_spec(timeout=5.0))
@@ -496,32 +479,32 @@ def test_hostile_replies_fail_promptly_and_the_next_probe_runs(
         data = cli_json(capsys, port, "dso_keepalive")
         assert data["cause"] == cause
     finally:
-        loop_thread.call(_close_server(hostile))
+        loop_thread.run(_close_server(hostile))
     good = serve()
     assert probe(good.port, dso_spec()).cause.value == "none"
 
 
-def test_decode_problem_is_the_error_of_a_malformed_reply(loop_thread: LoopThread) -> None:
-    hostile = loop_thread.call(_hostile_server(HOSTILE["tlv_past_end"]))
+def test_decode_problem_is_the_error_of_a_malformed_reply(loop_thread: BackgroundLoop) -> None:
+    hostile = loop_thread.run(_hostile_server(HOSTILE["tlv_past_end"]))
     try:
         result = probe(hostile.sockets[0].getsockname()[1], dso_spec())
     finally:
-        loop_thread.call(_close_server(hostile))
+        loop_thread.run(_close_server(hostile))
     assert result.outcome.error is not None
     assert result.outcome.error.startswith("tlv_past_end")
 
 
-def test_keepalive_update_from_the_server_is_adopted(loop_thread: LoopThread) -> None:
+def test_keepalive_update_from_the_server_is_adopted(loop_thread: BackgroundLoop) -> None:
     def answer(msg_id: int) -> bytes:
         granted = DsoMessage(msg_id, True, 0, (Keepalive(20_000, 40_000),)).to_wire()
         update = DsoMessage(0, False, 0, (Keepalive(5_000, 50_000),)).to_wire()
         return frame(granted) + frame(update)
 
-    hostile = loop_thread.call(_hostile_server(answer))
+    hostile = loop_thread.run(_hostile_server(answer))
     try:
         result = probe(hostile.sockets[0].getsockname()[1], dso_spec())
     finally:
-        loop_thread.call(_close_server(hostile))
+        loop_thread.run(_close_server(hostile))
     assert result.outcome.dso is not None
     assert (result.outcome.dso.inactivity_timeout, result.outcome.dso.keepalive_interval) == (
         5.0, 50.0)  # fmt: skip
@@ -563,14 +546,14 @@ async def _close_datagram(transport: asyncio.DatagramTransport) -> None:
 
 
 def test_dso_answered_over_udp_is_reported_as_dso_over_udp(
-    loop_thread: LoopThread, capsys: pytest.CaptureFixture[str]
+    loop_thread: BackgroundLoop, capsys: pytest.CaptureFixture[str]
 ) -> None:
     async def start() -> asyncio.DatagramTransport:
         transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
             _UdpDsoResponder, local_addr=("127.0.0.1", 0))  # fmt: skip
         return transport
 
-    udp = loop_thread.call(start())
+    udp = loop_thread.run(start())
     port = udp.get_extra_info("sockname")[1]
     try:
         result = probe(port, dso_spec(transport=Transport.UDP, allow_udp=True))
@@ -578,7 +561,7 @@ def test_dso_answered_over_udp_is_reported_as_dso_over_udp(
         data = cli_json(capsys, port, "dso_keepalive", "--transport", "udp", "--allow-udp-dso")
         assert data["cause"] == "dso_over_udp"
     finally:
-        loop_thread.call(_close_datagram(udp))
+        loop_thread.run(_close_datagram(udp))
 
 
 def test_echo_over_udp_is_still_an_echo(serve: Callable[..., refserver.RunningServer]) -> None:
