@@ -78,6 +78,17 @@ targets:
 """
 
 
+@contextlib.asynccontextmanager
+async def zone_exporter(fleet: Fleet, extra: str = "") -> AsyncIterator[Exporter]:
+    """An exporter running :func:`zone_config`, stopped on the way out."""
+    exporter = Exporter(parse_config(zone_config(fleet, extra), "<test>"))
+    exporter.start()
+    try:
+        yield exporter
+    finally:
+        await exporter.stop()
+
+
 async def wait_for(render: Callable[[], str], *patterns: str, seconds: float = 40.0) -> str:
     """The first rendering in which every pattern matches."""
     deadline = time.monotonic() + seconds
@@ -153,9 +164,7 @@ async def test_discovery_of_an_unknown_zone_fails_with_a_reason(fleet: Fleet) ->
 
 @with_fleet
 async def test_each_address_is_probed_and_labelled_with_zone_and_ns_name(fleet: Fleet) -> None:
-    exporter = Exporter(parse_config(zone_config(fleet), "<test>"))
-    exporter.start()
-    try:
+    async with zone_exporter(fleet) as exporter:
         text = await wait_for(exporter.state.render,
                               r'^dnsgap_probe_responses_total\{target="fleet.test/ns2.fleet.test/'
                               r'127.0.0.3",probe="soa",rcode="NOERROR",cause="none"\} [1-9]')
@@ -174,15 +183,11 @@ async def test_each_address_is_probed_and_labelled_with_zone_and_ns_name(fleet: 
         assert f"dnsgap_zone_soa_serial{{{ns2}}} 5" in text
         assert f"dnsgap_zone_serial_behind{{{ns1}}} 0" in text
         assert f"dnsgap_zone_serial_behind{{{ns2}}} 2" in text
-    finally:
-        await exporter.stop()
 
 
 @with_fleet
 async def test_series_follow_the_ns_set_as_it_changes(fleet: Fleet) -> None:
-    exporter = Exporter(parse_config(zone_config(fleet), "<test>"))
-    exporter.start()
-    try:
+    async with zone_exporter(fleet) as exporter:
         await wait_for(exporter.state.render, r"^dnsgap_probe_last_rcode\{.*127.0.0.3")
         # ns2 leaves the zone's NS set, ns3 joins it.
         await fleet.servers[0].change_rrset(ZONE, "NS", [f"ns1.{ZONE}", f"ns3.{ZONE}"], ttl=1)
@@ -195,23 +200,17 @@ async def test_series_follow_the_ns_set_as_it_changes(fleet: Fleet) -> None:
                 in text)  # fmt: skip
         assert {t.name for t in exporter.config.targets} == {
             "fleet.test/ns1.fleet.test/127.0.0.2", "fleet.test/ns3.fleet.test/127.0.0.4"}
-    finally:
-        await exporter.stop()
 
 
 @with_fleet
 async def test_a_failed_lookup_keeps_the_last_good_set(fleet: Fleet) -> None:
-    exporter = Exporter(parse_config(zone_config(fleet), "<test>"))
-    exporter.start()
-    try:
+    async with zone_exporter(fleet) as exporter:
         await wait_for(exporter.state.render, r'^dnsgap_zone_addresses\{zone="fleet.test"\} 2')
         await fleet.servers[0].close()  # the resolver goes away
         text = await wait_for(exporter.state.render,
                               r'^dnsgap_zone_discovery_success\{zone="fleet.test"\} 0')
         assert 'dnsgap_zone_addresses{zone="fleet.test"} 2' in text
         assert len(exporter.config.targets) == 2
-    finally:
-        await exporter.stop()
 
 
 @with_fleet
@@ -246,14 +245,10 @@ def test_discovery_result_keeps_what_differs_between_parent_and_child() -> None:
 
 @with_fleet
 async def test_max_addresses_caps_the_probed_set_in_a_stable_order(fleet: Fleet) -> None:
-    exporter = Exporter(parse_config(zone_config(fleet, "\n      max_addresses: 1"), "<test>"))
-    exporter.start()
-    try:
+    async with zone_exporter(fleet, "\n      max_addresses: 1") as exporter:
         await wait_for(exporter.state.render, r'^dnsgap_zone_addresses\{zone="fleet.test"\} 1')
         assert [t.name for t in exporter.config.targets] == [
             "fleet.test/ns1.fleet.test/127.0.0.2"]
-    finally:
-        await exporter.stop()
 
 
 @with_fleet
