@@ -58,8 +58,7 @@ def assert_held(outcome: Outcome, delay: float) -> None:
 
 def test_one_shot_probes_stay_away_for_the_retry_delay() -> None:
     async def scenario() -> None:
-        server = await refserver.start(ServerBehaviour(retry_delay_ms=60_000))
-        try:
+        async with await refserver.start(ServerBehaviour(retry_delay_ms=60_000)) as server:
             tgt = target(server.port)
             first = await dso_client.run_dso_probe(tgt, spec(), None)
             assert first.rcode == 0  # the Keepalive was answered, then Retry Delay came
@@ -68,8 +67,6 @@ def test_one_shot_probes_stay_away_for_the_retry_delay() -> None:
             for _ in range(3):
                 assert_held(await dso_client.run_dso_probe(tgt, spec(), None), 60.0)
             assert server.stats.connections == 1
-        finally:
-            await server.close()
 
     run(scenario)
 
@@ -79,8 +76,7 @@ def test_one_window_holds_persistent_and_one_shot_probes_alike(
     first_persistent: bool, then_persistent: bool
 ) -> None:
     async def scenario() -> None:
-        server = await refserver.start(ServerBehaviour(retry_delay_ms=60_000))
-        try:
+        async with await refserver.start(ServerBehaviour(retry_delay_ms=60_000)) as server:
             tgt = target(server.port)
             await dso_client.run_dso_probe(tgt, spec(first_persistent), None)
             for _ in range(20):  # the pool learns of the session end from its reader
@@ -89,16 +85,13 @@ def test_one_window_holds_persistent_and_one_shot_probes_alike(
                 await asyncio.sleep(0.05)
             assert_held(await dso_client.run_dso_probe(tgt, spec(then_persistent), None), 60.0)
             assert server.stats.connections == 1
-        finally:
-            await server.close()
 
     run(scenario)
 
 
 def test_the_target_is_probed_again_once_the_delay_has_passed() -> None:
     async def scenario() -> None:
-        server = await refserver.start(ServerBehaviour(retry_delay_ms=400))
-        try:
+        async with await refserver.start(ServerBehaviour(retry_delay_ms=400)) as server:
             tgt = target(server.port)
             await dso_client.run_dso_probe(tgt, spec(), None)
             assert_held(await dso_client.run_dso_probe(tgt, spec(), None), 0.4)
@@ -106,16 +99,13 @@ def test_the_target_is_probed_again_once_the_delay_has_passed() -> None:
             again = await dso_client.run_dso_probe(tgt, spec(), None)
             assert (again.event, again.rcode) == (WireEvent.REPLY, 0)
             assert server.stats.connections == 2
-        finally:
-            await server.close()
 
     run(scenario)
 
 
 def test_held_runs_are_counted_as_skipped_and_keep_the_cause() -> None:
     async def scenario() -> None:
-        server = await refserver.start(ServerBehaviour(retry_delay_ms=60_000))
-        try:
+        async with await refserver.start(ServerBehaviour(retry_delay_ms=60_000)) as server:
             probe = spec()
             tgt = target(server.port, probe)
             state = MetricsState()
@@ -130,8 +120,6 @@ def test_held_runs_are_counted_as_skipped_and_keep_the_cause() -> None:
             responses = f'dnsgap_probe_responses_total{{{pair},rcode="NOERROR",cause="none"}}'
             assert f"{responses} 1\n" in text
             assert 'cause="not_sent"} 1' not in text  # series pre-created at 0 stay 0
-        finally:
-            await server.close()
 
     run(scenario)
 
@@ -140,8 +128,8 @@ def test_held_runs_are_counted_as_skipped_and_keep_the_cause() -> None:
 def test_scheduled_probes_of_a_busy_server_neither_reconnect_early_nor_flap() -> None:
     # demo-dso-busy in small: a Retry Delay of 1 s, one-shot probes every 0.25 s.
     async def scenario() -> None:
-        server = await refserver.start(ServerBehaviour(retry_delay_ms=1000, retry_grace=0.2))
-        try:
+        busy = ServerBehaviour(retry_delay_ms=1000, retry_grace=0.2)
+        async with await refserver.start(busy) as server:
             probe = spec(interval=0.25)
             tgt = target(server.port, probe)
             settings = SchedulerSettings(jitter=0.0)
@@ -158,7 +146,5 @@ def test_scheduled_probes_of_a_busy_server_neither_reconnect_early_nor_flap() ->
             assert pair.cause.value == "none"
             assert 2 <= server.stats.connections <= 4  # one per second, not one per run
             assert state.skipped["retry_delay"] >= 6
-        finally:
-            await server.close()
 
     run(scenario)

@@ -45,12 +45,9 @@ def probe_spec(kind: ProbeKind, transport: Transport = Transport.UDP,
 
 def run_against(behaviour: ServerBehaviour, spec: ProbeSpec) -> ProbeResult:
     async def scenario() -> ProbeResult:
-        server = await refserver.start(behaviour)
-        try:
+        async with await refserver.start(behaviour) as server:
             target = Target("ref", "127.0.0.1", server.port, (spec,), zone=ZONE)
             return await run_probe(target, spec)
-        finally:
-            await server.close()
 
     return asyncio.run(scenario())
 
@@ -58,6 +55,18 @@ def run_against(behaviour: ServerBehaviour, spec: ProbeSpec) -> ProbeResult:
 GAPS = ServerBehaviour(update="notimp", ixfr="notimp", axfr="refused", notify="refused",
                        unknown_opcode="drop")  # fmt: skip
 FULL = ServerBehaviour()
+
+
+def cli_against_gaps(server: str, *args: str, host: str = "127.0.0.1") -> int:
+    """``dnsgap probe SERVER ARGS...`` against a reference server with :data:`GAPS`
+    on ``host``; ``{port}`` in ``server`` is its port. Returns the exit status."""
+
+    async def scenario() -> int:
+        async with await refserver.start(GAPS, host=host) as running:
+            address = server.format(port=running.port)
+            return await asyncio.to_thread(main, ["probe", address, *args])
+
+    return asyncio.run(scenario())
 
 
 @pytest.mark.parametrize("transport", [Transport.UDP, Transport.TCP])
@@ -188,16 +197,8 @@ def test_silence_is_bounded_by_the_timeout() -> None:
 
 
 def test_cli_probe_json_has_the_documented_keys(capsys: pytest.CaptureFixture[str]) -> None:
-    async def scenario() -> int:
-        server = await refserver.start(GAPS)
-        try:
-            return await asyncio.to_thread(main, [
-                "probe", f"127.0.0.1:{server.port}", "--kind", "update", "--zone", ZONE,
-                "--timeout", "1", "--json"])
-        finally:
-            await server.close()
-
-    assert asyncio.run(scenario()) == 0
+    assert cli_against_gaps("127.0.0.1:{port}", "--kind", "update", "--zone", ZONE,
+                            "--timeout", "1", "--json") == 0  # fmt: skip
     data = json.loads(capsys.readouterr().out)
     assert data["rcode"] == "NOTIMP"
     assert data["rcode_value"] == 4
@@ -207,16 +208,8 @@ def test_cli_probe_json_has_the_documented_keys(capsys: pytest.CaptureFixture[st
 
 
 def test_cli_probe_json_reports_null_rcode_for_silence(capsys: pytest.CaptureFixture[str]) -> None:
-    async def scenario() -> int:
-        server = await refserver.start(GAPS)
-        try:
-            return await asyncio.to_thread(main, [
-                "probe", f"127.0.0.1:{server.port}", "--kind", "opcode", "--opcode", "9",
-                "--timeout", "0.5", "--json"])
-        finally:
-            await server.close()
-
-    assert asyncio.run(scenario()) == 0
+    assert cli_against_gaps("127.0.0.1:{port}", "--kind", "opcode", "--opcode", "9",
+                            "--timeout", "0.5", "--json") == 0  # fmt: skip
     data = json.loads(capsys.readouterr().out)
     assert (data["rcode"], data["rcode_value"], data["cause"]) == (None, None, "no_response")
     assert data["error"] == "timed out"
@@ -270,15 +263,7 @@ def test_cli_refuses_dso_tlv_with_an_assigned_type(capsys: pytest.CaptureFixture
 
 def test_cli_readable_line_names_rcode_cause_and_remedy(
         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    async def scenario() -> int:
-        server = await refserver.start(GAPS)
-        try:
-            return await asyncio.to_thread(main, [
-                "probe", f"127.0.0.1:{server.port}", "--kind", "axfr", "--zone", ZONE])
-        finally:
-            await server.close()
-
-    assert asyncio.run(scenario()) == 0
+    assert cli_against_gaps("127.0.0.1:{port}", "--kind", "axfr", "--zone", ZONE) == 0
     out = capsys.readouterr().out
     assert "REFUSED -> cause=refused" in out
     assert "ACL" in out
@@ -286,16 +271,13 @@ def test_cli_readable_line_names_rcode_cause_and_remedy(
 
 def test_ipv6_servers_are_probed_over_udp_and_tcp() -> None:
     async def scenario() -> list[ProbeResult]:
-        server = await refserver.start(GAPS, host="::1")
-        try:
+        async with await refserver.start(GAPS, host="::1") as server:
             results = []
             for transport in (Transport.UDP, Transport.TCP):
                 spec = probe_spec(ProbeKind.UPDATE, transport)
                 target = Target("v6", "::1", server.port, (spec,), zone=ZONE)
                 results.append(await run_probe(target, spec))
             return results
-        finally:
-            await server.close()
 
     results = asyncio.run(scenario())
     assert [(r.rcode_label, r.cause) for r in results] == [
@@ -303,15 +285,8 @@ def test_ipv6_servers_are_probed_over_udp_and_tcp() -> None:
 
 
 def test_cli_accepts_bracketed_ipv6_server(capsys: pytest.CaptureFixture[str]) -> None:
-    async def scenario() -> int:
-        server = await refserver.start(GAPS, host="::1")
-        try:
-            return await asyncio.to_thread(main, [
-                "probe", f"[::1]:{server.port}", "--kind", "axfr", "--zone", ZONE, "--json"])
-        finally:
-            await server.close()
-
-    assert asyncio.run(scenario()) == 0
+    assert cli_against_gaps("[::1]:{port}", "--kind", "axfr", "--zone", ZONE, "--json",
+                            host="::1") == 0  # fmt: skip
     assert json.loads(capsys.readouterr().out)["cause"] == "refused"
 
 
@@ -327,15 +302,12 @@ def _tls_run(tls_files: tuple[str, str], settings: TlsSettings) -> ProbeResult:
     context.load_cert_chain(cert, key)
 
     async def scenario() -> ProbeResult:
-        server = await refserver.start(GAPS, ssl_context=context)
-        try:
+        async with await refserver.start(GAPS, ssl_context=context) as server:
             assert server.tls_port is not None
             spec = probe_spec(ProbeKind.UPDATE, Transport.TLS)
             target = Target("dot", "127.0.0.1", server.tls_port, (spec,), zone=ZONE,
                             tls=settings)  # fmt: skip
             return await run_probe(target, spec)
-        finally:
-            await server.close()
 
     return asyncio.run(scenario())
 
@@ -392,12 +364,9 @@ def test_nothing_listening_on_udp_is_connection_refused_not_silence() -> None:
 
 def test_udp_probe_to_a_hostname_resolves_it() -> None:
     async def scenario() -> ProbeResult:
-        server = await refserver.start(GAPS)
-        try:
+        async with await refserver.start(GAPS) as server:
             spec = probe_spec(ProbeKind.UPDATE)
             target = Target("named", "localhost", server.port, (spec,), zone=ZONE)
             return await run_probe(target, spec)
-        finally:
-            await server.close()
 
     assert asyncio.run(scenario()).cause is Cause.NOT_IMPLEMENTED
