@@ -5,9 +5,10 @@ every end reported (RFC 8490 §6.2-§6.6)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import struct
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -42,6 +43,21 @@ class Ends:
         self.seen.append((target, reason))
 
 
+@contextlib.asynccontextmanager
+async def pool_against(
+    behaviour: ServerBehaviour | None = None,
+) -> AsyncIterator[tuple[Ends, DsoSessionPool, refserver.RunningServer]]:
+    """A pool that records every session end, and a reference server; on the way
+    out the pool closes first (its sessions end as "shutdown"), then the server."""
+    ends = Ends()
+    pool = DsoSessionPool(ends)
+    async with await refserver.start(behaviour) as server:
+        try:
+            yield ends, pool, server
+        finally:
+            await pool.close_all()
+
+
 async def _until(predicate: Callable[[], bool], seconds: float = 3.0) -> None:
     for _ in range(int(seconds / 0.02)):
         if predicate():
@@ -51,10 +67,7 @@ async def _until(predicate: Callable[[], bool], seconds: float = 3.0) -> None:
 
 def test_probes_share_one_session_and_shutdown_is_reported() -> None:
     async def scenario() -> None:
-        ends = Ends()
-        pool = DsoSessionPool(ends)
-        server = await refserver.start()
-        try:
+        async with pool_against() as (ends, pool, server):
             first = await pool.run(target(server.port), spec(), None)
             second = await pool.run(target(server.port), spec(ProbeKind.DSO_TLV), None)
             assert first.rcode == 0
@@ -64,9 +77,6 @@ def test_probes_share_one_session_and_shutdown_is_reported() -> None:
             assert first.dso.session_established
             assert first.dso.closed_reason is None  # ends go to the callback only
             assert pool.session("t") is not None
-        finally:
-            await pool.close_all()
-            await server.close()
         assert ends.seen == [("t", "shutdown")]
 
     run(scenario)
@@ -74,10 +84,7 @@ def test_probes_share_one_session_and_shutdown_is_reported() -> None:
 
 def test_idle_session_is_closed_on_the_inactivity_timeout_and_reopened() -> None:
     async def scenario() -> None:
-        ends = Ends()
-        pool = DsoSessionPool(ends)
-        server = await refserver.start(ServerBehaviour(inactivity_timeout_ms=300))
-        try:
+        async with pool_against(ServerBehaviour(inactivity_timeout_ms=300)) as (ends, pool, server):
             await pool.run(target(server.port), spec(), None)
             await _until(lambda: bool(ends.seen))
             assert ends.seen == [("t", "inactivity")]
@@ -86,9 +93,6 @@ def test_idle_session_is_closed_on_the_inactivity_timeout_and_reopened() -> None
             assert server.stats.connections == 2
             # We closed first: the server never had to abort us (§6.4.1).
             assert "inactivity" not in server.stats.closes
-        finally:
-            await pool.close_all()
-            await server.close()
 
     run(scenario)
 
@@ -133,10 +137,7 @@ def test_keepalives_are_sent_within_the_granted_interval() -> None:
 
 def test_retry_delay_keeps_the_pool_away_for_the_delay() -> None:
     async def scenario() -> None:
-        ends = Ends()
-        pool = DsoSessionPool(ends)
-        server = await refserver.start(ServerBehaviour(retry_delay_ms=60_000))
-        try:
+        async with pool_against(ServerBehaviour(retry_delay_ms=60_000)) as (ends, pool, server):
             first = await pool.run(target(server.port), spec(), None)
             assert first.rcode == 0
             await _until(lambda: bool(ends.seen))
@@ -146,19 +147,13 @@ def test_retry_delay_keeps_the_pool_away_for_the_delay() -> None:
             assert second.dso is not None
             assert second.dso.retry_delay == 60.0
             assert server.stats.connections == 1
-        finally:
-            await pool.close_all()
-            await server.close()
 
     run(scenario)
 
 
 def test_reset_session_is_reported_and_the_next_probe_reconnects() -> None:
     async def scenario() -> None:
-        ends = Ends()
-        pool = DsoSessionPool(ends)
-        server = await refserver.start()
-        try:
+        async with pool_against() as (ends, pool, server):
             await pool.run(target(server.port), spec(), None)
             for conn in list(server.connections):
                 conn.end("test_abort", forcibly=True)
@@ -167,9 +162,6 @@ def test_reset_session_is_reported_and_the_next_probe_reconnects() -> None:
             again = await pool.run(target(server.port), spec(), None)
             assert again.rcode == 0
             assert server.stats.connections == 2
-        finally:
-            await pool.close_all()
-            await server.close()
 
     run(scenario)
 
@@ -199,11 +191,8 @@ def test_reused_session_the_server_ends_as_the_probe_arrives_is_retried_on_a_fre
     forcibly: bool, end: str
 ) -> None:
     async def scenario() -> None:
-        ends = Ends()
-        pool = DsoSessionPool(ends)
-        server = await refserver.start(ServerBehaviour(close_idle_on_arrival=0.3,
-                                                       close_idle_forcibly=forcibly))  # fmt: skip
-        try:
+        behaviour = ServerBehaviour(close_idle_on_arrival=0.3, close_idle_forcibly=forcibly)
+        async with pool_against(behaviour) as (ends, pool, server):
             first = await pool.run(target(server.port), spec(), None)
             assert first.rcode == 0
             await asyncio.sleep(0.5)
@@ -218,9 +207,6 @@ def test_reused_session_the_server_ends_as_the_probe_arrives_is_retried_on_a_fre
             assert server.stats.connections == 2
             assert pool.session("t") is not None
             assert ends.seen == [("t", end)]
-        finally:
-            await pool.close_all()
-            await server.close()
 
     run(scenario)
 
@@ -268,10 +254,7 @@ def test_inactivity_close_waits_for_the_probe_in_flight() -> None:
 
 def test_keepalive_only_pool_expires_each_inactivity_timeout_without_a_failed_probe() -> None:
     async def scenario() -> None:
-        ends = Ends()
-        pool = DsoSessionPool(ends)
-        server = await refserver.start(ServerBehaviour(inactivity_timeout_ms=400))
-        try:
+        async with pool_against(ServerBehaviour(inactivity_timeout_ms=400)) as (ends, pool, server):
             outcomes = []
             loop = asyncio.get_running_loop()
             stop = loop.time() + 3.0
@@ -282,9 +265,6 @@ def test_keepalive_only_pool_expires_each_inactivity_timeout_without_a_failed_pr
             assert all("retried" not in o.details for o in outcomes)
             assert len(ends.seen) >= 4
             assert set(ends.seen) == {("t", "inactivity")}
-        finally:
-            await pool.close_all()
-            await server.close()
 
     run(scenario)
 
