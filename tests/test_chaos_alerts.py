@@ -54,9 +54,10 @@ HISTORY = 20.0
 TEST_FOR = "30s"
 OUTAGE = 15.0
 RESTART_AFTER = 8.0
-#: What "back to baseline" allows: the allocator keeps some freed memory.
-RSS_SLACK = 20 * 2**20
-FD_SLACK = 2
+#: What "back to baseline" allows: the allocator keeps some freed memory, and
+#: Prometheus may reconnect. Measured: 62.1 -> 62.2 MB, 12 -> 12 descriptors.
+RSS_SLACK = 8 * 2**20
+FD_SLACK = 1
 
 
 # -- a relay that resets TCP ----------------------------------------------------------
