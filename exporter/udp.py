@@ -73,6 +73,12 @@ _MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
 #: info, data.
 _EXTENDED_ERR = struct.Struct("=IBBBBII")
 _RECVERR_LEVELS = {(socket.IPPROTO_IP, _IP_RECVERR), (socket.IPPROTO_IPV6, _IPV6_RECVERR)}
+#: What an ICMP error leaves as a socket's pending error (port, host or network
+#: unreachable, ...): from ``sendto`` on an unconnected socket it is an earlier
+#: datagram's.
+_ASYNC_ERRORS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,
+                           errno.EHOSTDOWN, errno.ENETDOWN, errno.EPROTO, errno.EMSGSIZE,
+                           errno.EACCES})
 
 Destination = tuple[str, int]
 _Deadlines = collections.deque[tuple[float, "asyncio.Future[bytes | None]"]]
@@ -197,6 +203,25 @@ class _Shared:
             return  # the reply to a probe that already timed out
         for other in list(ids.values()):
             other.stray(data)
+
+    def send(self, wire: bytes, dest: Destination) -> None:
+        """``sendto``, past an ICMP error that belongs to an earlier datagram.
+
+        With IP_RECVERR an ICMP error also sets the socket's pending error, which
+        the kernel returns from the next call on the socket, whoever makes it: on a
+        shared socket, often another probe's ``sendto``. That error is routed to its
+        own probe from the error queue, and the send is tried again; a second
+        failure is this send's own.
+        """
+        try:
+            self.sock.sendto(wire, dest)
+        except (BlockingIOError, InterruptedError):
+            raise
+        except OSError as exc:
+            if exc.errno not in _ASYNC_ERRORS:
+                raise
+            self.read_errors()
+            self.sock.sendto(wire, dest)
 
     def read_errors(self) -> None:
         sock = self.sock
@@ -389,7 +414,7 @@ async def exchange(family: socket.AddressFamily, dest: Destination, wire: bytes,
     reply: bytes | None = None
     try:
         try:
-            shared.sock.sendto(wire, dest)
+            shared.send(wire, dest)
         except BlockingIOError as exc:
             # A full send buffer says nothing about the server: never a network
             # error for it.

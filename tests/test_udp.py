@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from collections.abc import Callable
 from typing import cast
 
@@ -129,6 +130,34 @@ def test_icmp_port_unreachable_reaches_the_probe_it_answers_and_no_other() -> No
     assert not isinstance(refused, transport.Received)
     assert refused.event.value == "connection_refused"
     assert isinstance(answered, transport.Received)
+
+
+def test_an_icmp_error_for_one_server_is_not_the_next_send_failure_of_another() -> None:
+    # Seen in a fleet with a dead server: healthy Unbound and NSD probes reported
+    # connection_refused now and then. With IP_RECVERR an ICMP error also sets the
+    # shared socket's pending error, which the kernel returns from the next call on
+    # that socket, whoever makes it: a sendto() to a healthy server.
+    closed = free_port()
+
+    async def main() -> list[transport.ExchangeResult]:
+        endpoint, port = await _serve(lambda data: [_answer(data)])
+        try:
+            refused = asyncio.create_task(
+                transport.udp_exchange("127.0.0.1", closed, _query(1), 1, 1.0))
+            await asyncio.sleep(0)  # its datagram is sent
+            time.sleep(0.05)  # the ICMP error is queued; the loop has not read it yet
+            # One probe per pooled socket: one of them shares the refused one's socket.
+            healthy = [asyncio.create_task(
+                transport.udp_exchange("127.0.0.1", port, _query(100 + n), 100 + n, 1.0))
+                for n in range(udp.POOL_SIZE)]  # fmt: skip
+            return list(await asyncio.gather(refused, *healthy))
+        finally:
+            endpoint.close()
+
+    refused, *healthy = asyncio.run(main())
+    assert not isinstance(refused, transport.Received)
+    assert refused.event.value == "connection_refused"
+    assert all(isinstance(result, transport.Received) for result in healthy), healthy
 
 
 def test_a_late_reply_to_a_timed_out_probe_is_dropped_not_counted() -> None:
