@@ -487,10 +487,14 @@ def test_yaml_syntax_error_names_the_line(load_error: Callable[[str], ConfigErro
     assert err.path.endswith("dnsgap.yml")
     assert err.line is not None
     assert err.key == "(yaml)"
+    # Says what was expected, like every other error, and where the unclosed
+    # sequence began (the problem is only noticed at the end of the file).
+    assert err.message.startswith("expected valid YAML ("), err.message
+    assert "flow sequence at line 3" in err.message, err.message
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="readable"):
+    with pytest.raises(ConfigError, match="expected a readable UTF-8 file"):
         load_config(str(tmp_path / "absent.yml"))
 
 

@@ -60,7 +60,7 @@ def load_config(path: str) -> Config:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, None, "(file)", f"a readable UTF-8 file ({exc})") from exc
+        raise ConfigError(path, None, "(file)", f"expected a readable UTF-8 file ({exc})") from exc
     return parse_config(text, path)
 
 

@@ -56,14 +56,20 @@ def _compose(text: str, source: str, *, fast: bool = True) -> yaml.Node | None:
         return loader.get_single_node()
     except yaml.reader.ReaderError as exc:  # control characters
         line = text[: exc.position or 0].count("\n") + 1
-        raise ConfigError(source, line, "(yaml)", f"printable YAML text ({exc.reason})") from None
+        raise ConfigError(source, line, "(yaml)",
+                          f"expected printable YAML text ({exc.reason})") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         mark_line = None if mark is None else mark.line + 1
-        what = " ".join(str(p) for p in (exc.context, exc.problem) if p)
-        raise ConfigError(source, mark_line, "(yaml)", f"valid YAML ({what})") from None
+        context = exc.context
+        if context and exc.context_mark is not None and exc.context_mark.line + 1 != mark_line:
+            # An unclosed bracket or quote is only noticed lines later: say where
+            # it began.
+            context = f"{context} at line {exc.context_mark.line + 1},"
+        what = " ".join(str(p) for p in (context, exc.problem) if p)
+        raise ConfigError(source, mark_line, "(yaml)", f"expected valid YAML ({what})") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(source, None, "(yaml)", f"valid YAML ({exc})") from None
+        raise ConfigError(source, None, "(yaml)", f"expected valid YAML ({exc})") from None
     finally:
         if loader is not None:
             loader.dispose()
