@@ -246,9 +246,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             peer = (peers.run(workdir, server, plan.probes, plan.concurrency, plan.repeats,
                               install=not args.no_install) if "peers" in sections else [])
+            # One interval first: every pair has run once (its request template
+            # built, its first reply judged), so the windows see the steady state.
             fleets = [scheduled.run_one(workdir, server, targets, per, interval=plan.interval,
                                         windows=plan.windows, window=plan.window,
-                                        warmup=plan.warmup)
+                                        warmup=plan.interval + plan.warmup)
                       for targets, per in plan.fleets] if "scheduled" in sections else []
             outages = [outage.run_one(workdir, server, targets, per, interval=interval,
                                       timeout=timeout, window=plan.outage_window)

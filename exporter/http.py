@@ -20,7 +20,7 @@ from exporter.admission import (
     scrape_budget,
 )
 from exporter.config import DEFAULT_PORTS, Config, ProbeSpec, Target, TlsSettings
-from exporter.metrics import MetricsState
+from exporter.metrics import probe_answer
 from exporter.runtime import Exporter
 from exporter.statuspage import render_status_page
 
@@ -148,19 +148,19 @@ async def probe_handler(request: web.Request) -> web.Response:
     if refusal is not None:
         return web.Response(status=REFUSAL_STATUS[refusal],
                             text=REFUSAL_TEXT[refusal].format(client=client) + "\n")
+    run = spec
     try:
         if budget is not None:
             # Answer before Prometheus gives up: a probe that waited for its slot
-            # gets what is left of the scrape's deadline.
+            # gets what is left of the scrape's deadline. Only then a spec of its
+            # own: request templates and /probe plans are cached per spec.
             left = max(MIN_PROBE_SECONDS, budget - (loop.time() - started))
-            spec = dataclasses.replace(spec, timeout=min(spec.timeout, left))
-        result = await exporter.run_probe(target, spec)
+            if left < spec.timeout:
+                run = dataclasses.replace(spec, timeout=left)
+        result = await exporter.run_probe(target, run)
     finally:
         admission.release(client)
-    single = MetricsState()
-    single.sync(dataclasses.replace(config, targets=(target,)), [(target, spec)])
-    single.record(target.name, spec.name, result)
-    return web.Response(body=single.render(include_self=False).encode(),
+    return web.Response(body=probe_answer(config, target, spec, result).encode(),
                         headers={"Content-Type": CONTENT_TYPE_METRICS})  # fmt: skip
 
 
