@@ -72,11 +72,24 @@ def _violation_row(pair: PairState, check: str, rcode: str) -> str:
     )
 
 
+def unreachable_targets(pairs: Iterable[PairState]) -> list[str]:
+    """Targets none of whose probes got a DNS reply in their latest outcome (silence,
+    refused or reset connections), as ``dnsgap:target_unreachable`` in alerts.yml:
+    pairs that have not run yet do not count, and one reply makes a target
+    reachable."""
+    replied: dict[str, bool] = {}
+    for pair in pairs:
+        if pair.cause is not None:
+            replied[pair.target] = replied.get(pair.target, False) or pair.last_rcode >= 0
+    return sorted(target for target, any_reply in replied.items() if not any_reply)
+
+
 def render_status_page(pairs: Iterable[PairState], *, reload_ok: bool,
                        reload_error: str | None = None,
                        now: float | None = None) -> str:  # fmt: skip
     now = time.time() if now is None else now
     ordered = sorted(pairs, key=lambda p: (p.target, p.probe))
+    dead = unreachable_targets(ordered)
     rows = []
     violations: list[str] = []
     chips: dict[str, list[str]] = {}
@@ -122,9 +135,15 @@ def render_status_page(pairs: Iterable[PairState], *, reload_ok: bool,
             f"{html.escape(pair.probe)}: <b>{html.escape(short)}</b></span>"
         )
     matrix = "".join(
-        f'<tr data-target="{html.escape(target)}"><td class=target>{html.escape(target)}</td>'
+        f'<tr data-target="{html.escape(target)}"><td class=target>{html.escape(target)}'
+        f"{'<br><small>unreachable</small>' if target in dead else ''}</td>"
         f"<td>{''.join(cells)}</td></tr>"
         for target, cells in chips.items()
+    )
+    unreachable_line = (
+        f"{len(dead)} answering none of {'its' if len(dead) == 1 else 'their'} probes "
+        "(unreachable): "
+        f"{html.escape(', '.join(dead))} &middot; " if dead else ""
     )
     gaps = sum(1 for p in ordered if p.cause is not None and p.cause is not Cause.NONE)
     checked = sum(1 for p in ordered if p.violation)
@@ -151,7 +170,7 @@ def render_status_page(pairs: Iterable[PairState], *, reload_ok: bool,
         f"<p>{len(chips)} targets, {len(ordered)} probes, {gaps} showing a gap, "
         f"{failing} not as expected (&#10003;: the expected answer, &#10007;: handled where "
         "a refusal was expected) &middot; "
-        f"{reload_line} &middot; <a href=metrics>/metrics</a> &middot; "
+        f"{unreachable_line}{reload_line} &middot; <a href=metrics>/metrics</a> &middot; "
         "<a href=-/healthy>/-/healthy</a></p>"
         f"<p class=legend>{legend}</p>"
         "<h2>Gap matrix: targets x probes, latest outcome</h2>"
