@@ -72,6 +72,10 @@ def _violation_row(pair: PairState, check: str, rcode: str) -> str:
     )
 
 
+#: The remediation column of a pair whose gap is the answer its probe expects.
+EXPECTED_REMEDY = "The answer this probe expects (its `expect`): nothing to do."
+
+
 def unreachable_targets(pairs: Iterable[PairState]) -> list[str]:
     """Targets none of whose probes got a DNS reply in their latest outcome (silence,
     refused or reset connections), as ``dnsgap:target_unreachable`` in alerts.yml:
@@ -102,7 +106,10 @@ def render_status_page(pairs: Iterable[PairState], *, reload_ok: bool,
         else:
             cause_text = pair.cause.value
             rcode = rcode_name(None if pair.last_rcode < 0 else pair.last_rcode)
-            remedy = REMEDIATION[pair.cause]
+            # An expected gap (NOTIMP to an unassigned opcode, BADVERS to EDNS 1) needs
+            # no fix: the cause's remediation ("enable dynamic updates") would be wrong.
+            remedy = EXPECTED_REMEDY if expected and pair.cause is not Cause.NONE else (
+                REMEDIATION[pair.cause])  # fmt: skip
             short = cell_text(pair.cause, expected=expected)
         if violated and pair.cause is Cause.NONE:
             # No gap, but the reply is not what a conformant server sends (kresd's
