@@ -92,7 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     probe = sub.add_parser("probe", help="run one probe and print its outcome (the dig of gaps)")
     probe.add_argument("server", help="host:port, [v6]:port or hostname (port 53; 853 for tls "
                                       "and doq, 443 for doh)")
-    probe.add_argument("--kind", "-k", required=True, choices=[k.value for k in ProbeKind])
+    probe.add_argument("--kind", "-k", default=ProbeKind.QUERY.value,
+                       choices=[k.value for k in ProbeKind], help="default: query, as dig")
     probe.add_argument("--transport", "-t", choices=[t.value for t in Transport])
     probe.add_argument("--name", "-n", default=None, help="query name (default: the zone)")
     probe.add_argument("--qtype", "-q", default="SOA", help="query type (name or TYPEnnn)")

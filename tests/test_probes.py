@@ -207,6 +207,15 @@ def test_cli_probe_json_has_the_documented_keys(capsys: pytest.CaptureFixture[st
     assert isinstance(data["duration_seconds"], float)
 
 
+def test_cli_probe_without_a_kind_asks_a_plain_query_as_dig_does(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The operator's first command: `dnsgap probe HOST`, no flags.
+    assert cli_against_gaps("127.0.0.1:{port}", "--name", ZONE, "--json") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["kind"], data["transport"], data["rcode"]) == ("query", "udp", "NOERROR")
+
+
 def test_cli_probe_json_reports_null_rcode_for_silence(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_against_gaps("127.0.0.1:{port}", "--kind", "opcode", "--opcode", "9",
                             "--timeout", "0.5", "--json") == 0  # fmt: skip
