@@ -48,6 +48,7 @@ from exporter.palette import (  # noqa: E402
     OK,
     OTHER_GAP,
     PENDING,
+    UNEXPECTED_MARK,
     VIOLATION,
     cell_text,
     gap_swatch,
@@ -71,7 +72,7 @@ Json = dict[str, Any]
 
 #: Numeric code of each cell in the timelines (0 ok, 1..5 the styled gaps).
 GAP_CODES: dict[Cause, int] = {cause: code for code, cause in enumerate(GAP_SWATCHES, 1)}
-OTHER_GAP_CODE, EXPECTED_CODE, HANDLED_CODE = 9, 10, 11
+OTHER_GAP_CODE, EXPECTED_CODE, HANDLED_CODE, VIOLATION_CODE = 9, 10, 11, 12
 
 RCODE_COLORS: Mapping[int, str] = {
     0: OK.colour, 3: OK.colour, 4: GAP_SWATCHES[Cause.NOT_IMPLEMENTED].colour,
@@ -94,6 +95,11 @@ def cell_mappings() -> list[Json]:
     options["ok"] = {"text": cell_text(Cause.NONE, expected=True), "color": OK.colour}
     options["handled"] = {"text": cell_text(Cause.NONE, expected=False),
                           "color": HANDLED_UNEXPECTEDLY.colour}  # fmt: skip
+    # No gap, but the reply violates a conformance check: named by the check, as on
+    # the status page (kresd's NOERROR to EDNS version 1: "badversion \u2717").
+    for check in conformance.NAMES:
+        options[f"violation {check}"] = {"text": f"{check} {UNEXPECTED_MARK}",
+                                         "color": VIOLATION.colour}  # fmt: skip
     options["pending"] = {"text": PENDING.text, "color": PENDING.colour}
     for index, value in enumerate(options.values()):
         value["index"] = index
@@ -120,6 +126,7 @@ def code_mappings() -> list[Json]:
         (OTHER_GAP_CODE, OTHER_GAP, OTHER_GAP.text),
         (EXPECTED_CODE, EXPECTED, "expected gap \u2713"),
         (HANDLED_CODE, HANDLED_UNEXPECTEDLY, cell_text(Cause.NONE, expected=False)),
+        (VIOLATION_CODE, VIOLATION, f"{VIOLATION.text} {UNEXPECTED_MARK}"),
     ):
         options[str(code)] = {"text": text, "color": swatch.colour, "index": code}
     return [{"type": "value", "options": options}]
@@ -137,9 +144,21 @@ def success_by_pair() -> str:
     return f"min by (target, probe) (dnsgap_probe_success{{{SEL}}})"
 
 
+def violated_check() -> str:
+    """Per pair whose latest reply violates conformance checks, the one a cell names
+    (label ``check``): the status page's choice, the first in docs/conformance.md order
+    other than ``rcode`` (which says least), else ``rcode``."""
+    named = [name for name in conformance.NAMES if name != "rcode"]
+    order = [*named, "rcode"]
+    parts = [f'(dnsgap_conformance_violation{{{SEL},check="{name}"}} == 1) * {len(order) - i}'
+             for i, name in enumerate(order)]  # fmt: skip
+    return f"topk by (target, probe) (1, max by (target, probe, check) ({' or '.join(parts)}))"
+
+
 def matrix_expr() -> str:
     """One series per pair with a ``cell`` label: the cause of an unexpected gap, "<cause>
-    expected", "ok", "handled" (worked where a refusal was expected) or "pending".
+    expected", "ok", "handled" (worked where a refusal was expected), "violation <check>"
+    (no gap, but the reply violates a conformance check; never green) or "pending".
 
     With ``$unexpected`` = 1 the expected cells ("<cause> expected", "ok") are left out
     unless the pair changed in the selected range. Every value is 1.
@@ -153,14 +172,18 @@ def matrix_expr() -> str:
     shown = (f"(max by (target, probe) ({INFO}) unless on () (vector($unexpected) > 0)"
              f" or sum by (target, probe) (increase(dnsgap_gap_changes_total{{{SEL}}}"
              "[$__range])) > 0)")  # fmt: skip
+    violated = violated_check()
     branches = [
         f'label_replace({gap} and on (target, probe) ({success} == 0),'
         ' "cell", "$1", "cause", "(.+)")',
         f"label_replace({gap} and on (target, probe) ({success} == 1)"
         f' and on (target, probe) {shown}, "cell", "$1 expected", "cause", "(.+)")',
-        f'label_replace(({success} == 0) + 1 unless on (target, probe) {gap} {handled},'
-        ' "cell", "handled", "", "")',
+        f"label_replace({violated} and on (target, probe) {success}"
+        f' unless on (target, probe) {gap} {handled}, "cell", "violation $1", "check", "(.+)")',
+        f'label_replace(({success} == 0) + 1 unless on (target, probe) {gap} {handled}'
+        f' unless on (target, probe) {violated}, "cell", "handled", "", "")',
         f'label_replace({success} == 1 unless on (target, probe) {gap} {handled}'
+        f' unless on (target, probe) {violated}'
         f' and on (target, probe) {shown}, "cell", "ok", "", "")',
         f'label_replace(max by (target, probe) ({INFO}) unless on (target, probe)'
         f' dnsgap_probe_success{{{SEL}}}, "cell", "pending", "", "")',
@@ -170,7 +193,8 @@ def matrix_expr() -> str:
 
 def cell_code_expr(extra_filter: str = "") -> str:
     """One number per pair over time: 0 ok, 1..5 a styled unexpected gap, 9 any other
-    unexpected gap, 10 an expected gap, 11 handled where a refusal was expected.
+    unexpected gap, 10 an expected gap, 11 handled where a refusal was expected, 12 no
+    gap but a conformance violation.
 
     At most one cause of a pair is 1 at a time (the latest outcome's), so the max over
     causes is that cause's code; ``max``/``min`` also fold the same pair scraped by
@@ -183,8 +207,10 @@ def cell_code_expr(extra_filter: str = "") -> str:
     parts.append(f'dnsgap_support_gap{{{SEL},cause!~"{others}"}} * {OTHER_GAP_CODE}')
     code = f"max by (target, probe) ({' or '.join(parts)})"
     success = success_by_pair()
+    violated = f"max by (target, probe) (dnsgap_conformance_violation{{{SEL}}} == 1)"
     expr = (f"({code} > 0 and on (target, probe) {success} == 0)"
             f" or ({code} > 0 and on (target, probe) {success} == 1) * 0 + {EXPECTED_CODE}"
+            f" or ({code} == 0 and on (target, probe) {violated}) * 0 + {VIOLATION_CODE}"
             f" or ({code} == 0 and on (target, probe) {success} == 0) * 0 + {HANDLED_CODE}"
             f" or ({code} == 0 and on (target, probe) {success} == 1)")  # fmt: skip
     return f"({expr}) and on (target, probe) {INFO}{extra_filter}"
@@ -411,7 +437,10 @@ def support_gap_rows() -> list[Row]:
         "gap the probe does not expect; **\u2713** marks a gap the probe expects (NOTIMP to "
         "an unassigned opcode on a survey, BADVERS to EDNS version 1): the healthy answer; "
         "**ok** means the server handled the operation; **handled \u2717** that it handled "
-        "one it should refuse (an open AXFR or UPDATE); **pending** that the probe has not "
+        "one it should refuse (an open AXFR or UPDATE); a check name with **\u2717** "
+        "(**badversion \u2717**) that there is no gap but the reply violates that "
+        "conformance check (Knot Resolver's NOERROR to EDNS version 1, where BADVERS is "
+        "due; see the conformance panels); **pending** that the probe has not "
         "run yet. Switch *Show* to *all pairs* to see the expected cells of pairs that did "
         "not change in the range too. When did a cell change? See *Since when*.\n\n"
         + remediation_markdown(GAP_CAUSES_DOC),

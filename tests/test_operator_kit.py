@@ -215,6 +215,13 @@ def test_gap_matrix_colours_each_cell_from_the_palette_the_status_page_uses() ->
     assert options["not_implemented expected"]["text"] == "NOTIMP \u2713"
     assert options["not_implemented expected"]["color"] == CLASS_COLOURS["expected"]
     assert options["pending"]["text"] == "pending"
+    # An answer without a gap that misses its expectation through a conformance
+    # violation (kresd's NOERROR to EDNS version 1) is named by the check, as on the
+    # status page; "handled" is only for an operation that worked where a refusal
+    # was expected.
+    assert options["violation badversion"]["text"] == "badversion \u2717"
+    assert options["violation badversion"]["color"] == CLASS_COLOURS["violation"]
+    assert options["handled"]["text"] == "handled \u2717"
 
 
 def _exprs(board: dict[str, Any]) -> Iterator[tuple[str, str]]:

@@ -315,6 +315,10 @@ def test_the_matrix_shows_expected_answers_as_expected(stack: Stack) -> None:
     assert cells[("demo-dso-push", "dso_tlv")] == "dso_type_not_implemented expected"
     assert cells[("demo-dso-push", "dso_push")] == "ok"
     assert cells[("demo-regress", "update")] == "not_implemented"
+    # NOERROR where BADVERS is due: no gap, a conformance violation, named by its check
+    # (as on the status page), not "handled" (an operation that should be refused).
+    _wait("demo-regress' edns1 violates badversion", lambda: _matrix_cells(stack, "0")[
+        ("demo-regress", "edns1")] == "violation badversion", 30)  # fmt: skip
     # Every cell the query can produce has a colour and a text in the panel.
     board = json.loads((ROOT / "grafana" / "dashboards" / "dnsgap-overview.json").read_text())
     matrix = next(p for p in _panels(board["panels"])
