@@ -73,6 +73,18 @@ class Cause(enum.StrEnum):
     NOT_SENT = "not_sent"
 
 
+#: Outcomes that never reached the server: silence, a refused or reset connection, a
+#: network error, a failed TLS or QUIC handshake. When every probe of a target (or
+#: of one transport) ends so, the server or its listener is down: an outage, not a
+#: change in what it supports. A connection the server closes (``connection_closed``,
+#: Knot and PowerDNS on a DSO message) is an answer. deploy/prometheus/alerts.yml
+#: (``dnsgap:pair_reached``) and the status page use this list.
+UNREACHED: frozenset[Cause] = frozenset({
+    Cause.NO_RESPONSE, Cause.CONNECTION_REFUSED, Cause.CONNECTION_RESET,
+    Cause.NETWORK_ERROR, Cause.TLS_ERROR, Cause.QUIC_HANDSHAKE_TIMEOUT,
+})  # fmt: skip
+
+
 #: What the cause means and what the operator can do about it.
 REMEDIATION: Mapping[Cause, str] = {
     Cause.NONE: "The server handled the operation.",

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable
 
 from exporter import __version__, conformance
-from exporter.causes import REMEDIATION, Cause, rcode_name
+from exporter.causes import REMEDIATION, UNREACHED, Cause, rcode_name
 from exporter.metrics import PairState
 from exporter.palette import (
     EXPECTED,
@@ -77,14 +77,16 @@ EXPECTED_REMEDY = "The answer this probe expects (its `expect`): nothing to do."
 
 
 def unreachable_targets(pairs: Iterable[PairState]) -> list[str]:
-    """Targets none of whose probes got a DNS reply in their latest outcome (silence,
-    refused or reset connections), as ``dnsgap:target_unreachable`` in alerts.yml:
-    pairs that have not run yet do not count, and one reply makes a target
-    reachable."""
+    """Targets none of whose probes reached the server in their latest outcome
+    (causes.UNREACHED: silence, refused or reset connections...), as
+    ``dnsgap:target_unreachable`` in alerts.yml: pairs that have not run yet do not
+    count, and one reply (or a closed connection, or an outcome the probe expects)
+    makes a target reachable."""
     replied: dict[str, bool] = {}
     for pair in pairs:
         if pair.cause is not None:
-            replied[pair.target] = replied.get(pair.target, False) or pair.last_rcode >= 0
+            reached = pair.cause not in UNREACHED or pair.success == 1
+            replied[pair.target] = replied.get(pair.target, False) or reached
     return sorted(target for target, any_reply in replied.items() if not any_reply)
 
 

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from exporter import palette
-from exporter.causes import REMEDIATION, Cause
+from exporter.causes import REMEDIATION, UNREACHED, Cause
 from exporter.statuspage import CLASS_COLOURS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -355,6 +355,16 @@ def test_every_pair_rule_aggregates_the_same_location_labels_away() -> None:
         assert found.startswith(LOCATION_LABELS), found
     # The job matcher knob is one regex wherever it appears.
     assert set(re.findall(r'\bup\{job=~"([^"]*)"\}', text)) == {".*dnsgap.*"}
+
+
+def test_outages_are_told_by_the_exporters_list_of_unreached_causes() -> None:
+    """dnsgap:pair_reached (and through it every outage rule) counts a pair as not
+    reaching its server for exactly the causes the status page names unreachable."""
+    rule = next(r for g in yaml.safe_load((PROM_DIR / "alerts.yml").read_text())["groups"]
+                for r in g["rules"] if r.get("record") == "dnsgap:pair_reached")  # fmt: skip
+    listed = re.search(r'dnsgap_support_gap\{cause=~"([^"]+)"\}', rule["expr"])
+    assert listed is not None
+    assert set(listed.group(1).split("|")) == {cause.value for cause in UNREACHED}
 
 
 @pytest.mark.parametrize(("name", "cause"), [
