@@ -139,6 +139,9 @@ def render_matrix(report: SurveyReport, *, colour: bool) -> str:
                   else f"serial {server.soa_serial}")  # fmt: skip
         if server.serial_behind:
             serial += f" ({server.serial_behind} behind)"
+        if server.results and all(r.outcome.rcode is None for r in server.results.values()):
+            # One line for a dead server, as the status page and DnsgapTargetUnreachable.
+            serial += ", answers none of its probes (unreachable)"
         where = "" if server.target.name == server.server else f" ({server.server})"
         lines.append(f"  [{index}] {server.target.name}{where}, {serial}")
     names = [spec.name for spec in report.probes]

@@ -15,6 +15,7 @@ import pytest
 from exporter.config import Target
 from exporter.refserver import ServerBehaviour
 from exporter.survey import SurveyReport, SurveyTransport, render_matrix, run_survey, survey_specs
+from tests.conftest import free_port
 from tests.zone_fleet import ZONE, Fleet, start_fleet
 
 pytestmark = pytest.mark.slow  # seven dnsgap survey runs in subprocesses, ~25 s
@@ -242,3 +243,27 @@ def test_the_survey_needs_a_zone_or_a_server() -> None:
     from exporter.cli import main
 
     assert main(["survey"]) == 2
+
+
+def test_a_server_that_answers_no_probe_is_named_unreachable_on_its_line() -> None:
+    # A port nothing listens on: every probe is refused (ICMP, RST). Like the status
+    # page and DnsgapTargetUnreachable, the survey says so once, on the server's line.
+    async def body() -> SurveyReport:
+        fleet = await start_fleet((7, 4), (1, 2), BEHAVIOURS)
+        try:
+            specs = tuple(s for s in survey_specs("authoritative", ZONE, SurveyTransport.UDP)
+                          if s.name in ("soa", "update"))  # fmt: skip
+            alive = fleet.servers[0]
+            targets = [Target(name="alive", host=alive.host, port=fleet.port, probes=specs,
+                              zone=ZONE),
+                       Target(name="dead", host="127.0.0.1", port=free_port(), probes=specs,
+                              zone=ZONE)]  # fmt: skip
+            return await run_survey(ZONE, targets, specs)
+        finally:
+            for server in fleet.servers:
+                await server.close()
+
+    lines = render_matrix(asyncio.run(body()), colour=False).splitlines()
+    assert re.fullmatch(r"  \[2\] dead \(127\.0\.0\.1:\d+\), no SOA serial, "
+                        r"answers none of its probes \(unreachable\)", lines[2]), lines[:3]
+    assert "unreachable" not in lines[1]
