@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from exporter import conformance, dso_client
-from exporter.causes import REMEDIATION, Cause
+from exporter.causes import REMEDIATION, UNREACHED, Cause
 from exporter.config import Config, ProbeSpec, Target, Transport, survey_probes
 from exporter.metrics import MetricsState
 from exporter.probes import ProbeResult, run_probe
@@ -139,8 +139,10 @@ def render_matrix(report: SurveyReport, *, colour: bool) -> str:
                   else f"serial {server.soa_serial}")  # fmt: skip
         if server.serial_behind:
             serial += f" ({server.serial_behind} behind)"
-        if server.results and all(r.outcome.rcode is None for r in server.results.values()):
-            # One line for a dead server, as the status page and DnsgapTargetUnreachable.
+        if server.results and all(r.cause in UNREACHED and not r.success
+                                  for r in server.results.values()):  # fmt: skip
+            # One line for a dead server, by the rule of the status page and
+            # DnsgapTargetUnreachable (causes.UNREACHED).
             serial += ", answers none of its probes (unreachable)"
         where = "" if server.target.name == server.server else f" ({server.server})"
         lines.append(f"  [{index}] {server.target.name}{where}, {serial}")
