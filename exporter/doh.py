@@ -21,6 +21,7 @@ import base64
 import contextlib
 import ssl
 from dataclasses import dataclass, field
+from typing import cast
 
 import h2.config
 import h2.connection
@@ -28,8 +29,8 @@ import h2.errors
 import h2.events
 import h2.exceptions
 
-from exporter import certs
-from exporter.config import TlsSettings
+from exporter import certs, sessions
+from exporter.config import TlsSettings, Transport
 from exporter.outcome import Outcome, WireEvent
 from exporter.sessions import PerLoop, SharedConnections
 from exporter.transport import ExchangeResult, Received, client_ssl_context, failure_outcome
@@ -41,6 +42,8 @@ MAX_MESSAGE = 65535
 #: Connections kept per event loop; the least recently used one is closed past it.
 MAX_CONNECTIONS = 4096
 _READ_CHUNK = 65536
+#: How long a closing connection waits for the server's close_notify.
+_CLOSE_WAIT = 1.0
 #: Streams one connection carries at once, at most (the server's
 #: SETTINGS_MAX_CONCURRENT_STREAMS may say fewer, RFC 9113 §5.1.2); more probes of
 #: one server wait for a stream to end.
@@ -263,6 +266,17 @@ class _Connection:
         self._end(None)
         self.task.cancel()
 
+    async def wait_released(self) -> None:
+        """Until the reader task has ended and the TLS transport is closed. A server
+        that never answers our close_notify is cut off after a second (asyncio would
+        wait 30 s for it, past a shutdown's end)."""
+        await asyncio.gather(self.task, return_exceptions=True)
+        try:
+            async with asyncio.timeout(_CLOSE_WAIT):
+                await self.writer.wait_closed()
+        except (TimeoutError, OSError, ssl.SSLError):
+            self.writer.transport.abort()
+
 
 #: A stream the server never processed (past a GOAWAY's last stream id).
 _UNPROCESSED = Outcome(WireEvent.CLOSED, error="not processed before GOAWAY", transport="doh")
@@ -343,9 +357,8 @@ async def _connect(host: str, port: int, server_name: str, settings: TlsSettings
     return _Connection(reader, writer, expiry)
 
 
-_POOLS: PerLoop[SharedConnections[_Connection]] = PerLoop(
-    lambda: SharedConnections(MAX_CONNECTIONS)
-)
+_POOLS = cast(PerLoop[SharedConnections[_Connection]],
+              sessions.shared_pools(Transport.DOH, MAX_CONNECTIONS))
 
 
 def pool() -> SharedConnections[_Connection]:
@@ -369,7 +382,7 @@ async def exchange(host: str, port: int, wire: bytes, timeout: float, *,
             # that had answered before and was closed (idle) as this probe used it.
             for _ in range(2):
                 connection = await pool().get(
-                    (host, port, server_name, settings),
+                    sessions.server_key(host, port, settings),
                     lambda: _connect(host, port, server_name, settings, timeout))
                 if isinstance(connection, Outcome):
                     return connection

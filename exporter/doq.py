@@ -21,6 +21,7 @@ import socket
 import ssl
 import struct
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.quic import events
@@ -28,8 +29,8 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicErrorCode
 
-from exporter import certs
-from exporter.config import TlsSettings
+from exporter import certs, sessions
+from exporter.config import TlsSettings, Transport
 from exporter.outcome import Outcome, WireEvent
 from exporter.sessions import PerLoop, SharedConnections
 from exporter.transport import ExchangeResult, Received, failure_outcome
@@ -210,6 +211,17 @@ class _Connection(QuicConnectionProtocol):
             # Give the CONNECTION_CLOSE datagram a moment, then drop the socket.
             asyncio.get_running_loop().call_later(0.1, self._transport.close)
 
+    async def wait_released(self) -> None:
+        """Drop the socket now (a stopped loop never runs the delayed close): UDP sent
+        the CONNECTION_CLOSE datagram as soon as shut() asked. aioquic's timer goes
+        too, or it would fire on a closed socket."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+        await asyncio.sleep(0)  # connection_lost runs on the next turn
+
 
 # --- the pool -----------------------------------------------------------------------
 
@@ -260,9 +272,8 @@ async def _connect(host: str, port: int, server_name: str, settings: TlsSettings
     return protocol
 
 
-_POOLS: PerLoop[SharedConnections[_Connection]] = PerLoop(
-    lambda: SharedConnections(MAX_CONNECTIONS)
-)
+_POOLS = cast(PerLoop[SharedConnections[_Connection]],
+              sessions.shared_pools(Transport.DOQ, MAX_CONNECTIONS))
 
 
 def pool() -> SharedConnections[_Connection]:
@@ -278,7 +289,7 @@ async def exchange(host: str, port: int, wire: bytes, timeout: float, *,
     try:
         async with asyncio.timeout(timeout):
             connection = await pool().get(
-                (host, port, server_name, settings),
+                sessions.server_key(host, port, settings),
                 lambda: _connect(host, port, server_name, settings, timeout))
             if isinstance(connection, Outcome):
                 return connection

@@ -50,6 +50,8 @@ def forwarder(host: str, port: int, timeout: float = 2.0) -> Answer:
 @dataclass
 class DoqStats:
     handshakes: int = 0
+    #: Connections that ended (closed by the client, or idle).
+    closed: int = 0
     queries: int = 0
     #: Stream IDs the queries came on, and the message ID of each query (§4.2.1: 0).
     streams: list[int] = field(default_factory=list)
@@ -65,6 +67,8 @@ class _Protocol(QuicConnectionProtocol):
     def quic_event_received(self, event: events.QuicEvent) -> None:
         if isinstance(event, events.HandshakeCompleted):
             self.frontend.stats.handshakes += 1
+        elif isinstance(event, events.ConnectionTerminated):
+            self.frontend.stats.closed += 1
         elif isinstance(event, events.StreamDataReceived):
             buffer = self._buffers.setdefault(event.stream_id, bytearray())
             buffer += event.data

@@ -12,10 +12,10 @@ file) runs there too, handing the loop a plan that it applies in small steps
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass
 
-from exporter import capacity
+from exporter import capacity, sessions
 from exporter.config import Config, ProbeSpec, Target
 from exporter.kinds import ProbeKind
 from exporter.metrics import PairPlan, plan_pair
@@ -88,6 +88,9 @@ class ReloadPlan:
     changed: tuple[tuple[Target, ProbeSpec, PairPlan], ...]
     #: Targets with DSO probes in the new config.
     dso_targets: frozenset[str]
+    #: The DoH and DoQ servers the new config's targets use, by transport: the
+    #: shared connections to any other server are closed.
+    servers: Mapping[str, frozenset[Hashable]]
     #: The scheduler's (pending probes, stream probes) budgets for the new pair set.
     budgets: tuple[capacity.Shares, capacity.Shares]
     #: Settings that changed but take effect only at a restart.
@@ -117,4 +120,5 @@ def plan_reload(new: Config, running: Config, applied: Pairs, shard: Shard,
     restart: tuple[str, ...] = ()
     if listener is not None:
         restart = restart_reasons(listener, Listener.of(new, listener.listen is not None))
-    return ReloadPlan(new, pairs, removed, changed, dso_targets, shares, restart)
+    return ReloadPlan(new, pairs, removed, changed, dso_targets,
+                      sessions.servers_in_use(new.targets), shares, restart)  # fmt: skip

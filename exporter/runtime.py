@@ -7,11 +7,11 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from exporter import dso_client
+from exporter import dso_client, sessions
 from exporter.config import Config, ConfigError, ProbeSpec, Target, load_config
 from exporter.metrics import MetricsState
 from exporter.probes import ProbeResult, TlsContexts, run_probe
@@ -61,6 +61,8 @@ class Exporter:
         self._applied: dict[PairKey, tuple[Target, ProbeSpec]] = {}
         self._reload_lock = asyncio.Lock()
         self._zones_dirty = False
+        #: Closing the sessions of servers a zone change removed (see _adopt).
+        self._closing: set[asyncio.Task[None]] = set()
         #: Move the config and state to the collector's permanent generation after
         #: start-up and each reload (set by exporter.serve; see _settle_heap).
         self.freeze_gc = False
@@ -76,10 +78,28 @@ class Exporter:
         self.zones.apply(config.zones)
         config = self._with_zone_servers(config)
         pairs = list(scheduled_pairs(config, self.shard))
+        dso_before = set(self.state.dso)
         self.state.sync(config, pairs)
         self.scheduler.apply(pairs, config.scheduler)
         self._applied = {(target.name, spec.name): (target, spec) for target, spec in pairs}
         self.config = config
+        dropped = [name for name in dso_before if name not in self.state.dso]
+        with contextlib.suppress(RuntimeError):  # no loop yet at start-up: nothing is open
+            task = asyncio.get_running_loop().create_task(
+                self._close_sessions(dropped, sessions.servers_in_use(config.targets)))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def _close_sessions(self, dso_dropped: Collection[str],
+                              servers: Mapping[str, Collection[Hashable]]) -> None:  # fmt: skip
+        """Close what removed targets kept open: their persistent DSO sessions (with
+        their keepalives) and the DoH and DoQ connections no remaining target uses.
+        Their series are gone already; a session ending later on its own would
+        bring a removed target's series back, and an idle connection would linger
+        for an hour."""
+        await asyncio.gather(*(dso_client.default_pool.close(name, "target_removed")
+                               for name in dso_dropped))  # fmt: skip
+        await sessions.retain_servers(servers)
 
     def _with_zone_servers(self, config: Config) -> Config:
         if not config.zones:
@@ -134,7 +154,11 @@ class Exporter:
         self.ready = False
         await self.zones.stop()
         await self.scheduler.stop()
+        await asyncio.gather(*self._closing)
         await dso_client.close_all()
+        # Every DoH and DoQ connection, waited for: a loop that ends with one open
+        # leaves a transport unclosed and its reader task pending.
+        await sessions.close_all()
 
     async def reload(self) -> ReloadResult:
         """Load the config file again; on any error keep running the last good config.
@@ -196,7 +220,4 @@ class Exporter:
         self.state.sync_zones(plan.config)
         self.config = plan.config
         self._applied = dict(plan.pairs)
-        # Their series are gone already; close their sessions (and keepalives) too,
-        # or a session ending later would bring a removed target back.
-        for name in dropped:
-            await dso_client.default_pool.close(name, "target_removed")
+        await self._close_sessions(dropped, plan.servers)

@@ -48,6 +48,8 @@ class H2Server:
         self.port = 0
         self.requests = 0
         self.connections = 0
+        #: Connections open now (the client closing one ends it here too).
+        self.open_connections = 0
         self._server: asyncio.Server | None = None
 
     @classmethod
@@ -63,6 +65,7 @@ class H2Server:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self.open_connections += 1
         first_connection = self.connections == 1
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
         conn.initiate_connection()
@@ -73,6 +76,7 @@ class H2Server:
         except (OSError, ssl.SSLError, h2.exceptions.ProtocolError):
             pass
         finally:
+            self.open_connections -= 1
             writer.close()
 
     async def _converse(self, conn: h2.connection.H2Connection, reader: asyncio.StreamReader,

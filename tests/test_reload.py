@@ -8,16 +8,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from exporter import dso_client
+from exporter import doh, doq, dso_client
+from exporter.certs import make_self_signed
 from exporter.config import load_config
 from exporter.refserver import ServerBehaviour
 from exporter.refserver import start as start_refserver
 from exporter.reload import Listener
 from exporter.runtime import RELOAD_STEP, Exporter
+from tests.doqserver import DoqServer
+from tests.h2server import H2Server
 
 ZONE = "demo.example."
 #: Probe kinds without per-pair conformance series, so that building a few thousand
@@ -161,6 +165,70 @@ targets:
         finally:
             await exporter.stop()
             await dns.close()
+
+    asyncio.run(main())
+
+
+async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+def encrypted_target(name: str, transport: str, port: int, ca_file: str) -> str:
+    return f"""  - name: {name}
+    server: "127.0.0.1:{port}"
+    zone: gap.test.
+    tls: {{ca_file: "{ca_file}"}}
+    probes: [{{name: soa, kind: query, transport: {transport}, qname: "@", interval: 1s,
+              timeout: 1s}}]
+"""
+
+
+def test_a_removed_targets_doh_and_doq_connections_are_closed_at_the_reload(
+    tmp_path: Path,
+) -> None:
+    """Before: they stayed open (and their series could come back) until an hour
+    without use; now the reload closes every connection no remaining target uses,
+    and only those."""
+    crt, key = (str(p) for p in make_self_signed(tmp_path))
+
+    async def main() -> None:
+        async with (await H2Server.start(crt, key, "answer") as kept_doh,
+                    await H2Server.start(crt, key, "answer") as gone_doh,
+                    await DoqServer.start(crt, key) as gone_doq):  # fmt: skip
+            path = tmp_path / "dnsgap.yml"
+            kept = "scheduler: {jitter: 0}\ntargets:\n" + encrypted_target(
+                "kept", "doh", kept_doh.port, crt)
+            # "twin" uses kept's server: its removal must not close kept's connection.
+            path.write_text(kept + encrypted_target("twin", "doh", kept_doh.port, crt)
+                            + encrypted_target("gone-doh", "doh", gone_doh.port, crt)
+                            + encrypted_target("gone-doq", "doq", gone_doq.port, crt))
+            exporter = Exporter(load_config(str(path)), str(path))
+            exporter.start()
+            try:
+                await until(lambda: gone_doq.stats.queries > 0 and gone_doh.requests > 0
+                            and kept_doh.requests > 1)  # fmt: skip
+                assert (kept_doh.open_connections, gone_doh.open_connections) == (1, 1)
+                path.write_text(kept)
+                assert (await exporter.reload()).ok
+                assert (doh.pool().open_connections, doq.pool().open_connections) == (1, 0)
+                await until(lambda: gone_doh.open_connections == 0
+                            and gone_doq.stats.closed == 1)  # fmt: skip
+                requests = kept_doh.requests
+                await asyncio.sleep(1.5)  # kept goes on probing, on the same connection
+                assert kept_doh.requests > requests
+                assert (kept_doh.connections, kept_doh.open_connections) == (1, 1)
+                assert (gone_doh.connections, gone_doq.stats.handshakes) == (1, 1)
+                rendered = exporter.state.render()
+                assert 'target="kept"' in rendered
+                assert not {"twin", "gone-doh", "gone-doq"} & {
+                    name for (name, _) in exporter.state.pairs}
+                for gone in ("twin", "gone-doh", "gone-doq"):
+                    assert f'target="{gone}"' not in rendered
+            finally:
+                await exporter.stop()
 
     asyncio.run(main())
 
