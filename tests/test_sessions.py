@@ -4,9 +4,19 @@ connections closed past the limit or after nobody asked for them (exporter/sessi
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
+import time
+from pathlib import Path
 
+import pytest
+
+from exporter.certs import make_self_signed
 from exporter.outcome import Outcome, WireEvent
 from exporter.sessions import PerLoop, SharedConnections
+from tests.conftest import free_port
+from tests.doqserver import DoqServer
+from tests.h2server import H2Server
 
 
 class Conn:
@@ -16,6 +26,9 @@ class Conn:
 
     def shut(self) -> None:
         self.usable = False
+
+    async def wait_released(self) -> None:
+        pass
 
 
 def test_probes_that_start_together_share_one_handshake() -> None:
@@ -88,3 +101,53 @@ def test_each_event_loop_has_its_own_pool() -> None:
     second_a, _ = asyncio.run(get_twice())
     assert first_a is first_b
     assert second_a is not first_a
+
+
+@pytest.mark.slow
+def test_stopping_dnsgap_serve_closes_every_pooled_connection_cleanly(tmp_path: Path) -> None:
+    """SIGTERM with DoH and DoQ connections open: the servers see each one closed, the
+    process exits 0, and Python reports no transport left unclosed and no task left
+    pending (before: DoQ's socket close was scheduled on a loop that had ended)."""
+    crt, key = (str(p) for p in make_self_signed(tmp_path))
+    port = free_port()
+
+    async def main() -> tuple[int | None, str]:
+        async with (await H2Server.start(crt, key, "answer") as h2,
+                    await DoqServer.start(crt, key) as quic):  # fmt: skip
+            config = tmp_path / "dnsgap.yml"
+            config.write_text(
+                f'http: {{listen: "127.0.0.1:{port}"}}\n'
+                "scheduler: {jitter: 0}\n"
+                "defaults: {interval: 1s, timeout: 1s}\n"
+                "targets:\n" + "".join(
+                    f'  - {{name: {t}, server: "127.0.0.1:{p}", zone: gap.test., '
+                    f'tls: {{ca_file: "{crt}"}}, probes: [{{name: soa, kind: query, '
+                    f'transport: {t}, qname: "@"}}]}}\n'
+                    for t, p in (("doh", h2.port), ("doq", quic.port))))
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-W", "always::ResourceWarning", "-m", "exporter",
+                "serve", "--config", str(config),
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            try:
+                deadline = time.monotonic() + 20
+                while h2.requests == 0 or quic.stats.queries == 0:
+                    assert time.monotonic() < deadline, "no DoH or DoQ query arrived"
+                    await asyncio.sleep(0.05)
+                assert (h2.open_connections, quic.stats.closed) == (1, 0)
+                process.send_signal(signal.SIGTERM)
+                async with asyncio.timeout(10):
+                    _, stderr = await process.communicate()
+                deadline = time.monotonic() + 3
+                while h2.open_connections or not quic.stats.closed:
+                    assert time.monotonic() < deadline, "a connection was left open"
+                    await asyncio.sleep(0.05)
+            finally:
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+        return process.returncode, stderr.decode(errors="replace")
+
+    returncode, stderr = asyncio.run(main())
+    assert returncode == 0, stderr
+    for trouble in ("unclosed", "Task was destroyed", "never awaited", "Traceback"):
+        assert trouble not in stderr, stderr
