@@ -743,15 +743,23 @@ class DsoSessionPool:
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
 
+    def _retired(self, name: str, lock: asyncio.Lock) -> bool:
+        """True once :meth:`close` retired the target whose lock a probe took."""
+        return self._locks.get(name) is not lock
+
     async def run(self, target: Target, spec: ProbeSpec,
                   ssl_context: ssl.SSLContext | None) -> Outcome:  # fmt: skip
-        async with self._lock(target.name):
-            return await self._run_locked(target, spec, ssl_context)
+        lock = self._lock(target.name)
+        async with lock:
+            if self._retired(target.name, lock):
+                return _removed(spec)  # closed while this probe waited for its turn
+            return await self._run_locked(target, spec, ssl_context, lock)
 
     async def _run_locked(self, target: Target, spec: ProbeSpec,
-                          ssl_context: ssl.SSLContext | None) -> Outcome:  # fmt: skip
+                          ssl_context: ssl.SSLContext | None,
+                          lock: asyncio.Lock) -> Outcome:  # fmt: skip
         budget = _Budget(spec.timeout + _push_wait(spec))
-        outcome, lost = await self._attempt(target, spec, ssl_context, budget)
+        outcome, lost = await self._attempt(target, spec, ssl_context, budget, lock)
         if lost is None:
             return outcome
         first = {"session_closed": lost, "error": outcome.error}
@@ -763,14 +771,18 @@ class DsoSessionPool:
         if budget.left() <= 0:
             return dataclasses.replace(outcome, details={**outcome.details,
                                                          "not_retried": first})  # fmt: skip
-        retry, _ = await self._attempt(target, spec, ssl_context, budget)
+        retry, _ = await self._attempt(target, spec, ssl_context, budget, lock)
+        if retry.dso is not None and retry.dso.target_removed:
+            return retry
         return dataclasses.replace(retry, details={**retry.details, "retried": first})
 
-    async def _attempt(self, target: Target, spec: ProbeSpec, ssl_context: ssl.SSLContext | None,
-                       budget: _Budget) -> tuple[Outcome, str | None]:  # fmt: skip
+    async def _attempt(self, target: Target, spec: ProbeSpec,
+                       ssl_context: ssl.SSLContext | None, budget: _Budget,
+                       lock: asyncio.Lock) -> tuple[Outcome, str | None]:  # fmt: skip
         """One try on the target's session, reused when alive, else fresh. Returns
         the outcome and, when a reused session ended before it was answered, how
-        it ended (a retryable reason, or "retry_delay")."""
+        it ended (a retryable reason, or "retry_delay"). A target that :meth:`close`
+        retired meanwhile keeps no session and gets :func:`_removed`."""
         name, dso_type = target.name, dso_type_of(spec)
         push_wait = _push_wait(spec)
         endpoint = (target.host, target.port, spec.transport.value)
@@ -784,6 +796,12 @@ class DsoSessionPool:
             if held is not None:
                 return held, None
             stream = await _open(target, spec, ssl_context, budget)
+            if self._retired(name, lock):
+                # Removed while connecting: close() has come and gone, so nothing else
+                # would ever close this session (or stop its keepalives).
+                if not isinstance(stream, Outcome):
+                    await stream.close()
+                return _removed(spec), None
             if isinstance(stream, Outcome):
                 return dataclasses.replace(stream, dso=DsoFacts(dso_type=dso_type)), None
             holder: list[DsoConnection] = []
@@ -795,6 +813,10 @@ class DsoSessionPool:
         conn = pooled.conn
         conn.new_probe()
         outcome = _finish(await _operate(conn, spec, budget, push_wait), conn)
+        if self._retired(name, lock):
+            # close() ended the session under the request: no answer to judge, no
+            # retry, no keepalives.
+            return _removed(spec), None
         details: dict[str, object] = {"persistent": True}
         if not conn.established or conn.echoed or not conn.alive:
             if conn.alive:
@@ -854,18 +876,39 @@ class DsoSessionPool:
         await pooled.conn.close(reason)
 
     async def close(self, target_name: str, reason: str = "target_removed") -> None:
-        """Close a target's session and forget it (a reload removed the target)."""
+        """Close a target's session and forget it (a reload removed the target).
+
+        The target is retired first: a probe of it that holds (or waits for) its
+        lock stops touching the pool and returns :func:`_removed`, whatever the
+        session's end did to its request. The session closes at once, so a probe
+        waiting on an answer ends now; close() then waits for the lock, which
+        a probe still connecting lets go within its budget, closing what it
+        opened. When close() returns, nothing of the target is open. A target
+        added back starts with a fresh lock.
+        """
+        lock = self._locks.pop(target_name, None)
         await self._drop(target_name, reason)
+        if lock is not None and lock.locked():
+            async with lock:
+                pass
         # Its Retry Delay hold stays: a target added back must still wait it out
         # (RFC 8490 §6.6.1).
-        self._locks.pop(target_name, None)
 
     async def close_all(self, reason: str = "shutdown") -> None:
         """Close every session (at shutdown, or when a test ends)."""
-        for name in list(self._sessions):
-            await self._drop(name, reason)
+        await asyncio.gather(*(self.close(name, reason)
+                               for name in {*self._sessions, *self._locks}))  # fmt: skip
         self.holds.clear()
-        self._locks.clear()
+
+
+def _removed(spec: ProbeSpec) -> Outcome:
+    """The result of a probe whose target a reload removed while it ran: nothing was
+    judged, and MetricsState.record drops it (a session we closed is not the
+    server's ``connection_closed``)."""
+    return Outcome(WireEvent.CLOSED, transport=spec.transport.value,
+                   error="not judged: a config reload removed the target and closed its "
+                         "DSO session",
+                   dso=DsoFacts(dso_type=dso_type_of(spec), target_removed=True))  # fmt: skip
 
 
 #: The pool ``run_dso_probe`` uses for ``dso.persistent`` probes; its Retry Delay

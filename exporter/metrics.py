@@ -379,6 +379,8 @@ class MetricsState:
         if state is None:
             return  # the pair was removed by a reload while the probe ran
         dso = result.outcome.dso
+        if dso is not None and dso.target_removed:
+            return  # its target was removed while it ran (added back since, maybe)
         if dso is not None and dso.held_by_retry_delay:
             # RFC 8490 §6.6.1: the server asked us to stay away. The run judged
             # nothing, so the pair keeps the cause of its last real exchange.

@@ -77,6 +77,9 @@ class DsoFacts:
     #: §6.6.1), so the probe was not sent (or its session was ended by the Retry
     #: Delay before the answer). Scheduled runs count it as skipped, not as a cause.
     held_by_retry_delay: bool = False
+    #: Nothing was judged: a config reload removed the target and closed its
+    #: persistent session while the probe ran. The result is dropped, never recorded.
+    target_removed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,20 +6,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
+import socket
+import ssl
 import struct
 from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from exporter import dso_client, refserver
-from exporter.config import DsoSettings, ProbeSpec, Target, Transport
+from exporter.causes import classify
+from exporter.certs import make_self_signed
+from exporter.config import DsoSettings, ProbeSpec, Target, TlsSettings, Transport, load_config
 from exporter.dso import INFINITE_MS, DsoMessage, Keepalive, RetryDelay, frame
 from exporter.dso_client import DsoSessionPool
 from exporter.kinds import ProbeKind
+from exporter.metrics import MetricsState, plan_pair
 from exporter.outcome import Outcome, WireEvent
+from exporter.probes import ProbeResult
 from exporter.refserver import ServerBehaviour
+from exporter.runtime import Exporter
+from exporter.transport import client_ssl_context
 
 
 def spec(kind: ProbeKind = ProbeKind.DSO_KEEPALIVE, **dso: Any) -> ProbeSpec:
@@ -312,5 +322,166 @@ def test_retry_delay_under_a_pending_probe_holds_it_and_is_not_retried() -> None
         finally:
             await pool.close_all()
             server.close()
+
+    run(scenario)
+
+
+class SlowTlsFront:
+    """DNS over TLS in front of a reference server's TCP port whose TLS handshake
+    starts ``delay`` seconds after the connection: a probe opening a session stays
+    that long in its connect (the window in which a reload can remove its target)."""
+
+    def __init__(self, backend_port: int, cert: tuple[str, str], delay: float) -> None:
+        self.backend_port = backend_port
+        self.delay = delay
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(*cert)
+        self.accepted = asyncio.Event()
+        self.open = 0
+        self.port = 0
+        self._listener = socket.socket()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> SlowTlsFront:
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen()
+        self._listener.setblocking(False)
+        self.port = int(self._listener.getsockname()[1])
+        self._tasks.add(asyncio.create_task(self._accept()))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._listener.close()
+
+    async def _accept(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            conn, _ = await loop.sock_accept(self._listener)
+            self.open += 1
+            self.accepted.set()
+            self._tasks.add(asyncio.create_task(self._serve(conn)))
+
+    async def _serve(self, conn: socket.socket) -> None:
+        # The ClientHello waits in the kernel until the handshake starts.
+        loop = asyncio.get_running_loop()
+        writer: asyncio.StreamWriter | None = None
+        upstream: asyncio.StreamWriter | None = None
+        try:
+            await asyncio.sleep(self.delay)
+            reader = asyncio.StreamReader()
+            protocol = asyncio.StreamReaderProtocol(reader)
+            transport, _ = await loop.connect_accepted_socket(lambda: protocol, conn,
+                                                              ssl=self.context)  # fmt: skip
+            writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+            up_reader, upstream = await asyncio.open_connection("127.0.0.1", self.backend_port)
+            await asyncio.gather(_pipe(reader, upstream), _pipe(up_reader, writer))
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            self.open -= 1
+            for stream in (writer, upstream):
+                if stream is not None:
+                    stream.close()
+            if writer is None:
+                conn.close()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    crt, key = make_self_signed(tmp_path_factory.mktemp("dso-tls"))
+    return str(crt), str(key)
+
+
+def tls_target(name: str, port: int, ca_file: str) -> Target:
+    return Target(name=name, host="127.0.0.1", port=port, probes=(), zone="demo.example.",
+                  tls=TlsSettings(ca_file=ca_file))  # fmt: skip
+
+
+def test_closing_a_target_waits_for_its_probe_and_leaves_no_session(
+    cert: tuple[str, str],
+) -> None:
+    """The probe is opening the target's session when close() comes (a reload removed
+    the target). Before, close() dropped the target's lock under the probe and
+    returned; the probe then kept its new session, with keepalives, for a target
+    that no longer exists."""
+    tls_spec = dataclasses.replace(spec(), transport=Transport.TLS)
+
+    async def scenario() -> None:
+        async with (pool_against() as (ends, pool, server),
+                    SlowTlsFront(server.port, cert, delay=0.5) as front):  # fmt: skip
+            gone = tls_target("gone", front.port, cert[0])
+            context = client_ssl_context(gone.tls)
+            probe = asyncio.create_task(pool.run(gone, tls_spec, context))
+            await front.accepted.wait()
+            await pool.close("gone")
+            assert probe.done()  # close() waited for the probe in flight
+            outcome = probe.result()
+            assert outcome.dso is not None
+            assert outcome.dso.target_removed, outcome
+            assert pool.session("gone") is None
+            await _until(lambda: front.open == 0)
+            assert (front.open, server.stats.dso_sessions, ends.seen) == (0, 0, [])
+            # A result of the removed target is dropped, even if its pair is back.
+            state = MetricsState()
+            state.install_pairs([plan_pair(gone, tls_spec)])
+            state.record("gone", tls_spec.name, ProbeResult(
+                outcome, classify(tls_spec.kind, outcome), False, 0.1, 0.0))  # fmt: skip
+            pair = state.pairs[("gone", tls_spec.name)]
+            assert (sum(pair.responses.values()), pair.cause) == (0, None)
+            # Added back, the target gets a session of its own.
+            front.delay = 0.0
+            again = await pool.run(gone, tls_spec, context)
+            assert (again.rcode, pool.session("gone") is not None) == (0, True), again
+
+    run(scenario)
+
+
+def test_a_reload_removing_a_target_while_its_probe_connects_leaves_nothing_behind(
+    tmp_path: Path, cert: tuple[str, str],
+) -> None:
+    async def scenario() -> None:
+        async with (await refserver.start() as server,
+                    SlowTlsFront(server.port, cert, delay=0.5) as front):  # fmt: skip
+            path = tmp_path / "dnsgap.yml"
+            kept = f"""scheduler: {{jitter: 0}}
+targets:
+  - name: kept
+    server: "127.0.0.1:{server.port}"
+    zone: demo.example.
+    probes: [{{name: soa, kind: query, qname: "@", interval: 1s, timeout: 1s}}]
+"""
+            path.write_text(kept + f"""  - name: gone
+    server: "127.0.0.1:{front.port}"
+    zone: demo.example.
+    tls: {{ca_file: "{cert[0]}"}}
+    probes: [{{name: ka, kind: dso_keepalive, transport: tls, interval: 2s, timeout: 2s,
+              dso: {{persistent: true, keepalive_interval: 10s, inactivity_timeout: 30s}}}}]
+""")
+            exporter = Exporter(load_config(str(path)), str(path))
+            exporter.start()
+            try:
+                await asyncio.wait_for(front.accepted.wait(), 5)
+                path.write_text(kept)
+                assert (await exporter.reload()).ok
+                assert dso_client.default_pool.session("gone") is None
+                await _until(lambda: front.open == 0)
+                await asyncio.sleep(1.0)  # past the handshake the probe waited for
+                assert dso_client.default_pool.session("gone") is None
+                assert (front.open, server.stats.dso_sessions) == (0, 0)
+                rendered = exporter.state.render()
+                assert 'target="gone"' not in rendered
+                assert 'target="kept"' in rendered
+            finally:
+                await exporter.stop()
 
     run(scenario)
