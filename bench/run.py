@@ -109,9 +109,10 @@ def render(mode: str, plan: Plan, server: str, started: float, *, peer: list[pee
     if fleets:
         out += [f"## Scheduled mode: every pair every {plan.interval:g} s, UDP queries, "
                 "duration histogram off", "",
-                f"CPU measured over {plan.windows} windows of {plan.window:g} s after "
-                f"{plan.warmup:g} s warm-up; lateness from dnsgap_scheduler_lateness_seconds "
-                "and skips from dnsgap_probes_skipped_total between two scrapes.", "",
+                f"CPU measured over {plan.windows} windows of {plan.window:g} s after one "
+                f"interval and {plan.warmup:g} s of warm-up; lateness from "
+                "dnsgap_scheduler_lateness_seconds and skips from "
+                "dnsgap_probes_skipped_total between two scrapes.", "",
                 "| pairs (targets x probes) | CPU-s per minute | CPU-ms per probe | "
                 "probes run / due | lateness p50 | lateness p99 | skipped | RSS MB (peak) | "
                 "/metrics s, MB | start-up CPU-s |",

@@ -160,10 +160,24 @@ class Histogram:
 
     def cumulative(self) -> Iterator[tuple[str, int]]:
         running = 0
-        for bound, count in zip(self.buckets, self.counts, strict=True):
+        for bound, count in zip(_bounds_text(self.buckets), self.counts, strict=True):
             running += count
-            yield _fmt(bound), running
+            yield bound, running
         yield "+Inf", self.count
+
+
+@functools.lru_cache(maxsize=64)
+def _bounds_text(buckets: tuple[float, ...]) -> tuple[str, ...]:
+    """The ``le`` labels of a bucket layout, formatted once (not per render)."""
+    return tuple(_fmt(bound) for bound in buckets)
+
+
+@functools.lru_cache(maxsize=1024)
+def _seed_keys(kind: ProbeKind, transport: str, signed: bool, tcp_fallback: bool,
+               sends_rd: bool) -> tuple[tuple[str, str], ...]:  # fmt: skip
+    """(rcode, cause) keys of the responses series a pair has from the start."""
+    return tuple((rcode, cause.value) for rcode, cause in possible_gap_series(
+        kind, transport, signed=signed, tcp_fallback=tcp_fallback, sends_rd=sends_rd))
 
 
 def probe_info_labels(target: Target, spec: ProbeSpec) -> tuple[tuple[str, str], ...]:
@@ -226,11 +240,10 @@ class PairState:
 
     def seed(self, with_histogram: bool) -> None:
         spec = self.spec
-        for rcode, cause in possible_gap_series(spec.kind, spec.transport.value,
-                                                signed=spec.tsig_key is not None,
-                                                tcp_fallback=spec.tcp_fallback,
-                                                sends_rd=spec.sends_rd):  # fmt: skip
-            self.responses.setdefault((rcode, cause.value), 0)
+        responses = self.responses
+        for key in _seed_keys(spec.kind, spec.transport.value, spec.tsig_key is not None,
+                              spec.tcp_fallback, spec.sends_rd):  # fmt: skip
+            responses.setdefault(key, 0)
         if with_histogram and self.duration is None:
             self.duration = Histogram(DURATION_BUCKETS)
         if not with_histogram:
@@ -493,9 +506,9 @@ class MetricsState:
                     yield f'{name}{{{s.key},rcode="{rcode}",cause="{cause}"}} {count}\n'
         elif name == "dnsgap_support_gap":
             for s in pairs:
+                current = None if s.cause is None else s.cause.value
                 for cause in _gap_causes(s):
-                    value = 1 if s.cause is not None and s.cause.value == cause else 0
-                    yield f'{name}{{{s.key},cause="{cause}"}} {value}\n'
+                    yield f'{name}{{{s.key},cause="{cause}"}} {1 if cause == current else 0}\n'
         elif name == "dnsgap_probe_duration_seconds":
             for s in pairs:
                 if s.duration is not None:
