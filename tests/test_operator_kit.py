@@ -365,6 +365,12 @@ def test_outages_are_told_by_the_exporters_list_of_unreached_causes() -> None:
     listed = re.search(r'dnsgap_support_gap\{cause=~"([^"]+)"\}', rule["expr"])
     assert listed is not None
     assert set(listed.group(1).split("|")) == {cause.value for cause in UNREACHED}
+    # ... and flapping leaves out the replies of exactly those causes.
+    flapping = next(r for g in yaml.safe_load((PROM_DIR / "alerts.yml").read_text())["groups"]
+                    for r in g["rules"] if r.get("record") == "dnsgap:pair_flapping")  # fmt: skip
+    left_out = re.search(r'dnsgap_probe_responses_total\{cause!~"([^"]+)"\}', flapping["expr"])
+    assert left_out is not None
+    assert set(left_out.group(1).split("|")) == {cause.value for cause in UNREACHED}
 
 
 @pytest.mark.parametrize(("name", "cause"), [
