@@ -381,9 +381,12 @@ class ZoneWatcher:
                 serials = await asyncio.gather(*(
                     read_serial(spec.zone, s.address, settings.port, settings.timeout)
                     for s in servers), return_exceptions=True)  # fmt: skip
+                # An address dropped while we read (entry.servers changed) has lost
+                # its series already: its serial must not bring one back.
+                current = set(entry.servers)
                 by_target = {server_target_name(spec.name, s): serial
                              for s, serial in zip(servers, serials, strict=True)
-                             if isinstance(serial, int)}  # fmt: skip
+                             if isinstance(serial, int) and s in current}  # fmt: skip
                 self.state.record_zone_serials(plain(spec.zone), by_target)
                 await asyncio.sleep(settings.serial_interval)
             else:

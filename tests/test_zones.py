@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from exporter import dso_client
 from exporter.config import DiscoverySettings, parse_config
 from exporter.runtime import Exporter
 from exporter.zones import (
@@ -29,6 +30,7 @@ from exporter.zones import (
     cap,
     diff,
     discover,
+    plain,
     refresh_delay,
     server_target_name,
 )
@@ -200,6 +202,39 @@ async def test_series_follow_the_ns_set_as_it_changes(fleet: Fleet) -> None:
                 in text)  # fmt: skip
         assert {t.name for t in exporter.config.targets} == {
             "fleet.test/ns1.fleet.test/127.0.0.2", "fleet.test/ns3.fleet.test/127.0.0.4"}
+
+
+@with_fleet
+async def test_a_removed_address_loses_its_persistent_session_and_every_series(
+    fleet: Fleet,
+) -> None:
+    """Before, a discovered address that left the NS set kept its DSO session (and
+    keepalives) open: only a reload closed removed targets' sessions."""
+    config = zone_config(fleet).replace(
+        '{name: soa, kind: query, qname: "@", qtype: SOA, interval: 1s, timeout: 1s}',
+        "{name: ka, kind: dso_keepalive, interval: 1s, timeout: 1s, dso: {persistent: true, "
+        "keepalive_interval: 1s, inactivity_timeout: 30s}}")
+    gone = f"{plain(ZONE)}/ns2.{plain(ZONE)}/127.0.0.3"
+    exporter = Exporter(parse_config(config, "<test>"))
+    exporter.start()
+    try:
+        await wait_for(exporter.state.render, r"^dnsgap_probe_last_rcode\{.*127.0.0.3.* 0$")
+        session = dso_client.default_pool.session(gone)
+        assert session is not None
+        assert len(fleet.servers[1].connections) == 1
+        await fleet.servers[0].change_rrset(ZONE, "NS", [f"ns1.{ZONE}", f"ns3.{ZONE}"], ttl=1)
+        await wait_for(exporter.state.render, r"^dnsgap_probe_last_rcode\{.*127.0.0.4.* 0$")
+        for _ in range(100):
+            if not fleet.servers[1].connections:
+                break
+            await asyncio.sleep(0.02)
+        assert not session.alive
+        assert dso_client.default_pool.session(gone) is None
+        assert not fleet.servers[1].connections
+        await asyncio.sleep(1.5)  # keepalives, serial reads: nothing brings it back
+        assert "127.0.0.3" not in exporter.state.render()
+    finally:
+        await exporter.stop()
 
 
 @with_fleet
