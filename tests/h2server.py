@@ -54,12 +54,13 @@ class H2Server:
 
     @classmethod
     async def start(cls, cert: str, key: str, mode: str = "reset",
-                    max_streams: int = 100) -> H2Server:  # fmt: skip
+                    max_streams: int = 100, *, host: str = "127.0.0.1",
+                    port: int = 0) -> H2Server:  # fmt: skip
         server = cls(mode, max_streams)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(cert, key)
         context.set_alpn_protocols(["h2"])
-        server._server = await asyncio.start_server(server._serve, "127.0.0.1", 0, ssl=context)
+        server._server = await asyncio.start_server(server._serve, host, port, ssl=context)
         server.port = int(server._server.sockets[0].getsockname()[1])
         return server
 

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from exporter import dso_client
+from exporter import doh, dso_client
+from exporter.certs import make_self_signed
 from exporter.config import DiscoverySettings, parse_config
 from exporter.runtime import Exporter
 from exporter.zones import (
@@ -34,6 +35,7 @@ from exporter.zones import (
     refresh_delay,
     server_target_name,
 )
+from tests.h2server import H2Server
 from tests.zone_fleet import ADDRESSES, ZONE, Fleet, start_fleet
 
 
@@ -235,6 +237,37 @@ async def test_a_removed_address_loses_its_persistent_session_and_every_series(
         assert "127.0.0.3" not in exporter.state.render()
     finally:
         await exporter.stop()
+
+
+@with_fleet
+async def test_a_removed_address_loses_its_doh_connection(fleet: Fleet) -> None:
+    """Before, it stayed pooled for an hour without use."""
+    async with contextlib.AsyncExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        crt, key = (str(p) for p in make_self_signed(Path(tmp)))
+        # One DoH server per fleet address, all on one port (the zone's probes' port).
+        h2 = [await stack.enter_async_context(
+            await H2Server.start(crt, key, "answer", host=ADDRESSES[0]))]
+        for address in ADDRESSES[1:]:
+            h2.append(await stack.enter_async_context(
+                await H2Server.start(crt, key, "answer", host=address, port=h2[0].port)))
+        config = zone_config(fleet).replace(
+            '{name: soa, kind: query, qname: "@", qtype: SOA, interval: 1s, timeout: 1s}',
+            f'{{name: soa, kind: query, transport: doh, port: {h2[0].port}, qname: "@", '
+            f"interval: 1s, timeout: 1s}}\n    tls: {{verify: false}}")
+        exporter = Exporter(parse_config(config, "<test>"))
+        exporter.start()
+        try:
+            await wait_for(lambda: f"{h2[1].requests}", "^[1-9]")
+            await fleet.servers[0].change_rrset(ZONE, "NS", [f"ns1.{ZONE}", f"ns3.{ZONE}"],
+                                                ttl=1)  # fmt: skip
+            await wait_for(lambda: f"{h2[2].requests} {h2[1].open_connections}", "^[1-9]+ 0$")
+            assert doh.pool().open_connections == 2
+            await asyncio.sleep(1.5)
+            assert (h2[1].connections, h2[1].open_connections) == (1, 0)
+            assert "127.0.0.3" not in exporter.state.render()
+        finally:
+            await exporter.stop()
 
 
 @with_fleet
