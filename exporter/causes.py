@@ -127,7 +127,11 @@ REMEDIATION: Mapping[Cause, str] = {
         "Silence until the timeout: the server drops this kind of request (common for "
         "unassigned opcodes), or a firewall does."
     ),
-    Cause.CONNECTION_CLOSED: "The server closed the TCP connection without answering.",
+    Cause.CONNECTION_CLOSED: (
+        "The server closed the TCP connection without answering. To a DSO message this "
+        "is how Knot and PowerDNS say they have no DSO (RFC 8490 asks for NOTIMP): upgrade "
+        "to server software with DSO, or fall back to traditional DNS queries."
+    ),
     Cause.CONNECTION_RESET: "The server reset the TCP connection.",
     Cause.CONNECTION_REFUSED: "Nothing listens on that address and port (or a firewall rejects).",
     Cause.TRUNCATED: "The UDP reply was truncated (TC) and not retried over TCP.",

@@ -133,6 +133,9 @@ def test_every_cause_has_a_remediation() -> None:
 
 def test_notimp_and_dsotypeni_remediations_name_the_fix() -> None:
     assert "enable zone transfers / dynamic updates" in REMEDIATION[Cause.NOT_IMPLEMENTED]
+    # Knot and PowerDNS close the connection on a DSO message (docs/server-answers.md):
+    # the operator must learn from it that the server has no DSO.
+    assert "have no DSO" in REMEDIATION[Cause.CONNECTION_CLOSED]
     assert "fall back to traditional DNS queries" in REMEDIATION[Cause.DSO_TYPE_NOT_IMPLEMENTED]
 
 
