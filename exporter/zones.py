@@ -262,6 +262,12 @@ class _Zone:
     servers: tuple[ZoneServer, ...] = ()
     discovered: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    #: Its loops were cancelled (zone removed or replaced, or shutdown). They check it
+    #: too: on Python 3.11 a lookup can swallow the cancellation (asyncio.wait_for
+    #: inside dnspython, when the reply and the cancel arrive together), and the loop
+    #: would go on, adopting servers for a zone that is gone and never letting stop()
+    #: return.
+    stopped: bool = False
 
 
 class ZoneWatcher:
@@ -320,6 +326,7 @@ class ZoneWatcher:
 
     @staticmethod
     def _cancel(entry: _Zone) -> None:
+        entry.stopped = True
         for task in entry.tasks:
             task.cancel()
         entry.tasks = []
@@ -327,7 +334,7 @@ class ZoneWatcher:
     async def _refresh_loop(self, entry: _Zone) -> None:
         spec = entry.spec
         zone = plain(spec.zone)
-        while True:
+        while not entry.stopped:
             try:
                 found = await self.discover_fn(spec.zone, spec.discovery)
             except (DiscoveryError, dns.exception.DNSException, OSError) as exc:
@@ -340,6 +347,8 @@ class ZoneWatcher:
                 self.state.record_zone_discovery(zone, ok=False)
                 delay = spec.discovery.refresh_min
             else:
+                if entry.stopped:
+                    return
                 self._adopt(entry, found)
                 delay = refresh_delay(found.ttl, spec.discovery)
             await asyncio.sleep(delay)
@@ -374,13 +383,15 @@ class ZoneWatcher:
     async def _serial_loop(self, entry: _Zone) -> None:
         spec = entry.spec
         settings = spec.discovery
-        while True:
+        while not entry.stopped:
             # One replica reads a zone's serials: "behind" needs all of them at once.
             if entry.discovered and self.shard.owns(spec.name, SERIAL_PROBE):
                 servers = entry.servers
                 serials = await asyncio.gather(*(
                     read_serial(spec.zone, s.address, settings.port, settings.timeout)
                     for s in servers), return_exceptions=True)  # fmt: skip
+                if entry.stopped:
+                    return
                 # An address dropped while we read (entry.servers changed) has lost
                 # its series already: its serial must not bring one back.
                 current = set(entry.servers)
