@@ -211,15 +211,18 @@ class _Connection(QuicConnectionProtocol):
             # Give the CONNECTION_CLOSE datagram a moment, then drop the socket.
             asyncio.get_running_loop().call_later(0.1, self._transport.close)
 
-    async def wait_released(self) -> None:
-        """Drop the socket now (a stopped loop never runs the delayed close): UDP sent
-        the CONNECTION_CLOSE datagram as soon as shut() asked. aioquic's timer goes
-        too, or it would fire on a closed socket."""
+    def close_socket(self) -> None:
+        """Drop the socket now (a stopped loop never runs shut()'s delayed close): UDP
+        sent the CONNECTION_CLOSE datagram as soon as shut() asked. aioquic's timer
+        goes too, or it would fire on a closed socket."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
+
+    async def wait_released(self) -> None:
+        self.close_socket()
         await asyncio.sleep(0)  # connection_lost runs on the next turn
 
 
@@ -266,6 +269,11 @@ async def _connect(host: str, port: int, server_name: str, settings: TlsSettings
         protocol.shut()
         return Outcome(WireEvent.QUIC_HANDSHAKE_TIMEOUT, transport="doq",
                        error=f"no QUIC handshake within {timeout:g}s")  # fmt: skip
+    except asyncio.CancelledError:
+        # Shutdown cancels handshakes under way (SharedConnections.aclose).
+        protocol.shut()
+        protocol.close_socket()
+        raise
     if failed is not None:
         protocol.shut()
         return failed
