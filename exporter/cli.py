@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import dns.exception
 import dns.name
@@ -43,6 +44,9 @@ from exporter.config import (
 )
 from exporter.kinds import ProbeKind
 from exporter.sharding import Shard
+
+if TYPE_CHECKING:
+    from exporter.probes import ProbeResult
 
 _KIND_DEFAULT_TRANSPORT = {ProbeKind.AXFR: Transport.TCP, ProbeKind.IXFR: Transport.TCP}
 
@@ -206,8 +210,19 @@ def probe_from_args(args: argparse.Namespace) -> tuple[Target, ProbeSpec]:
     return target, spec
 
 
-def _probe_command(args: argparse.Namespace) -> int:
+async def _probe_once(target: Target, spec: ProbeSpec) -> ProbeResult:
+    from exporter import sessions
     from exporter.probes import run_probe
+
+    try:
+        return await run_probe(target, spec)
+    finally:
+        # A DoH or DoQ connection still open when asyncio.run ends is an unclosed
+        # transport (and, for DoH, a reader task destroyed while pending).
+        await sessions.close_all()
+
+
+def _probe_command(args: argparse.Namespace) -> int:
 
     try:
         target, spec = probe_from_args(args)
@@ -222,7 +237,7 @@ def _probe_command(args: argparse.Namespace) -> int:
     if spec.kind is ProbeKind.DSO_TLV and (why := dso_tlv_type_problem(spec.dso.tlv_type)):
         print(f"dnsgap probe: --dso-type: expected {why}", file=sys.stderr)
         return 2
-    result = asyncio.run(run_probe(target, spec))
+    result = asyncio.run(_probe_once(target, spec))
     if args.json:
         data = {"server": args.server, "kind": spec.kind.value, **result.as_json()}
         print(json.dumps(data, sort_keys=True))

@@ -12,7 +12,7 @@ import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from exporter import conformance, dso_client
+from exporter import conformance, dso_client, sessions
 from exporter.causes import REMEDIATION, UNREACHED, Cause
 from exporter.config import Config, ProbeSpec, Target, Transport, survey_probes
 from exporter.metrics import MetricsState
@@ -210,6 +210,7 @@ async def run_survey(zone: str, targets: Sequence[Target], specs: Sequence[Probe
         results = await asyncio.gather(*(one(t, s) for t in targets for s in specs))
     finally:
         await dso_client.close_all()
+        await sessions.close_all()  # DoH/DoQ connections, before asyncio.run ends
     serials = await asyncio.gather(*(read_serial(zone, t.host, t.port, timeout)
                                      for t in targets))  # fmt: skip
     known = {t.name: s for t, s in zip(targets, serials, strict=True) if s is not None}
