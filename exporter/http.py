@@ -19,6 +19,7 @@ from exporter.admission import (
     ProbeAdmission,
     scrape_budget,
 )
+from exporter.capacity import DescriptorsExhausted
 from exporter.config import DEFAULT_PORTS, Config, ProbeSpec, Target, TlsSettings
 from exporter.metrics import probe_answer
 from exporter.runtime import Exporter
@@ -158,6 +159,9 @@ async def probe_handler(request: web.Request) -> web.Response:
             if left < spec.timeout:
                 run = dataclasses.replace(spec, timeout=left)
         result = await exporter.run_probe(target, run)
+    except DescriptorsExhausted:
+        # The exporter's state, not the server's: no metrics that would blame it.
+        return web.Response(status=503, text="dnsgap is out of file descriptors\n")
     finally:
         admission.release(client)
     return web.Response(body=probe_answer(config, target, spec, result).encode(),

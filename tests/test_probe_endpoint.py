@@ -21,6 +21,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from exporter.capacity import DescriptorsExhausted
 from exporter.config import ConfigError, load_config
 from exporter.http import build_app
 from exporter.refserver import RunningServer, ServerBehaviour
@@ -139,6 +140,22 @@ def test_configured_target_and_probe_answer_200_with_only_that_probes_metrics(
                          "dnsgap_probes_in_flight"):  # fmt: skip
                 assert name not in text
             assert s.dns.stats.tcp_messages == 1
+
+    run(main())
+
+
+def test_a_probe_that_finds_no_file_descriptor_gets_503_not_metrics_blaming_the_server(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        async with served(tmp_path) as s:
+            async def out_of_descriptors(*_: object) -> None:
+                raise DescriptorsExhausted("[Errno 24] Too many open files")
+
+            s.exporter.run_probe = out_of_descriptors  # type: ignore[method-assign,assignment]
+            status, text = await s.get("/probe", {"target": "ref", "probe": "soa_tcp"})
+            assert status == 503
+            assert "out of file descriptors" in text
 
     run(main())
 
