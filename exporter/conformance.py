@@ -424,13 +424,18 @@ CHECKS: tuple[Check, ...] = (
           "The server answers another opcode than asked (often QUERY): upgrade it; "
           "until then this operation cannot be used with it.",
           _always, lambda x: x.reply.opcode != x.request.opcode),
-    Check("rcode", "The rcode is the one the probe expects (NOERROR for a query, NOTIMP for "
-          "an unknown opcode, BADVERS for EDNS version 1 ...).",
+    Check("rcode", "NOERROR or NXDOMAIN comes only where the probe expects it (not where it "
+          "expects BADVERS to EDNS version 1 or REFUSED to a closed transfer); any other "
+          "wrong rcode is a gap cause already.",
           "genreport: the rcode as a tag (e.g. `noerror`, `formerr`); Zonemaster "
           "nameserver05 and connectivity01/02",
           "Compare with `dnsgap probe --json`; a wrong rcode for this request is a server "
           "bug or a middlebox: upgrade or reconfigure.",
-          _rcode_applies, lambda x: x.reply.rcode not in x.expectation.rcodes),
+          # Only an answer without a gap cause (NOERROR, NXDOMAIN) is a violation: any
+          # other rcode is already a labelled gap (refused, not_implemented ...), and
+          # one problem gets one signal.
+          _rcode_applies, lambda x: (x.reply.rcode not in x.expectation.rcodes
+                                     and x.reply.rcode in (NOERROR, NXDOMAIN))),
     Check("non-empty-question-section", "A reply to a header-only request of an unknown "
           "opcode has no question.", "genreport `opcode`: non-empty-question-section",
           "The server invents a question for an opcode it does not implement: upgrade it.",

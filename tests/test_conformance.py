@@ -86,6 +86,20 @@ def test_edns1_answered_noerror_is_badversion_and_rcode() -> None:
     assert {"badversion", "rcode", "soa"} <= found
 
 
+def test_a_wrong_rcode_that_is_a_gap_is_not_also_an_rcode_violation() -> None:
+    # REFUSED, NOTIMP, SERVFAIL ... already carry a gap cause: one problem, one signal.
+    request = query()
+    for rcode in (1, 2, 4, 5):
+        assert "rcode" not in violations(request, answer(request, rcode=rcode)), rcode
+
+
+def test_noerror_where_a_refusal_is_expected_is_an_rcode_violation() -> None:
+    # An open AXFR-like answer where the probe expects REFUSED: no gap cause, so the
+    # check is what makes it visible (issue 13 item 7).
+    request = query()
+    assert "rcode" in violations(request, answer(request), Expectation(frozenset({5})))
+
+
 def test_edns1_answered_badvers_under_a_version_1_opt() -> None:
     request = query(edns=1)
     found = violations(request, answer(request, rcode=16, edns=1), Expectation(frozenset({16})))
