@@ -69,5 +69,7 @@ async def serve(config: Config, config_path: str | None, listen: str, shard: Sha
 
 
 async def _reload_on_signal(exporter: Exporter) -> None:
+    # Exporter.reload logs the outcome (the error with file:line:key, or what was
+    # applied); saying it again here logged a failed reload twice.
     result = await exporter.reload()
-    log.info("SIGHUP reload: %s", result.message)
+    log.debug("SIGHUP reload: %s", result.message)

@@ -508,6 +508,8 @@ def test_exporter_process_survives_a_broken_config_on_sighup_and_post_reload(
             assert dns.stats.udp_messages > seen  # still probing with the old config
         log = path.with_suffix(".log").read_text()
         assert "keeping the last good config" in log
+        # Each failed reload (one SIGHUP, one POST) is logged once, not once per layer.
+        assert log.count("expected valid YAML") == 2, log
         background.run(dns.close())
     finally:
         background.close()
