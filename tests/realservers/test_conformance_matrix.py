@@ -36,6 +36,12 @@ AUTHORITATIVE_ONLY = frozenset({"nameserver01", "nameserver07"})
 #: (probe, transport) -> the checks violated; cells with no violation are left out.
 Cells = dict[tuple[str, str], tuple[str, ...]]
 
+#: Cells a server violates on some runs and not on others, seen in CI: dnsmasq's
+#: REFUSED to `. NS` over TCP usually carries OPT, once in a full run it did not.
+SOMETIMES: dict[str, Cells] = {
+    "dnsmasq": {("nameserver07", "tcp"): ("noopt",)},
+}
+
 EXPECTED: dict[str, Cells] = {
     'bind_open': {
     },
@@ -158,7 +164,12 @@ def test_server_violates_exactly_the_recorded_checks(
     name: str, request: pytest.FixtureRequest
 ) -> None:
     server: RunningServer = request.getfixturevalue(name)
-    assert observe(server)[0] == EXPECTED[name]
+    observed = dict(observe(server)[0])
+    for cell, found in SOMETIMES.get(name, {}).items():
+        # Recorded as what it is: the server does this now and then, not always.
+        if observed.get(cell) == found:
+            del observed[cell]
+    assert observed == EXPECTED[name]
 
 
 def test_every_recorded_violation_is_a_known_check() -> None:
