@@ -16,36 +16,24 @@ from pathlib import Path
 import dns.message
 import dns.query
 
-from bench import procs
+from bench import procs, unbound_conf
 
 ZONE = "bench.test."
 
-_UNBOUND_CONF = """\
-server:
-  interface: 127.0.0.1@{port}
-  port: {port}
-  do-daemonize: no
-  chroot: ""
-  username: ""
-  directory: "{workdir}"
-  pidfile: ""
-  use-syslog: no
-  logfile: ""
-  verbosity: 0
-  num-threads: 1
-  do-ip6: no
-  so-rcvbuf: 4m
-  so-sndbuf: 4m
-  access-control: 127.0.0.0/8 allow
-  ip-ratelimit: 0
-  ratelimit: 0
-  local-zone: "{zone}" static
-  local-data: "{zone} 3600 IN SOA ns.{zone} host.{zone} 1 3600 600 86400 60"
-  local-data: "{zone} 3600 IN NS ns.{zone}"
-  local-data: "ns.{zone} 3600 IN A 127.0.0.1"
-  local-data: "{zone} 3600 IN TXT \\"dnsgap bench\\""
+#: Added to the shared server clause: a static local zone answered from memory,
+#: with socket buffers large enough for the bench's bursts and no rate limits.
+_UNBOUND_ZONE = """\
+    so-rcvbuf: 4m
+    so-sndbuf: 4m
+    ip-ratelimit: 0
+    ratelimit: 0
+    local-zone: "{zone}" static
+    local-data: "{zone} 3600 IN SOA ns.{zone} host.{zone} 1 3600 600 86400 60"
+    local-data: "{zone} 3600 IN NS ns.{zone}"
+    local-data: "ns.{zone} 3600 IN A 127.0.0.1"
+    local-data: "{zone} 3600 IN TXT \\"dnsgap bench\\""
 remote-control:
-  control-enable: no
+    control-enable: no
 """
 
 
@@ -74,7 +62,8 @@ def start_server(workdir: Path) -> DnsServer:
                                           if Path("/usr/sbin/unbound").exists() else None)
     if unbound:
         conf = workdir / "unbound.conf"
-        conf.write_text(_UNBOUND_CONF.format(port=port, workdir=workdir, zone=ZONE))
+        conf.write_text(unbound_conf.server_clause(workdir, "127.0.0.1", port, verbosity=0)
+                        + _UNBOUND_ZONE.format(zone=ZONE))
         proc = procs.start("unbound", [unbound, "-d", "-c", str(conf)], workdir)
         name = "Unbound (static local zone, 1 thread)"
     else:

@@ -21,39 +21,27 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from bench import peers, procs
+from bench import peers, procs, unbound_conf
 from bench.dnsserver import ZONE
 from bench.scheduled import DNSGAP
 from bench.stats import Spread
 from exporter.certs import make_self_signed
 
-_UNBOUND = """\
-server:
-  interface: 127.0.0.1@{udp}
-  interface: {doh_host}@{doh}
-  port: {udp}
-  https-port: {doh}
-  tls-service-key: "{key}"
-  tls-service-pem: "{cert}"
-  http-endpoint: "/dns-query"
-  do-daemonize: no
-  chroot: ""
-  username: ""
-  directory: "{workdir}"
-  pidfile: ""
-  use-syslog: no
-  logfile: ""
-  verbosity: 0
-  num-threads: 1
-  do-ip6: no
-  access-control: 127.0.0.0/8 allow
-  ip-ratelimit: 0
-  ratelimit: 0
-  incoming-num-tcp: 1000
-  local-zone: "{zone}" static
-  local-data: "{zone} 3600 IN SOA ns.{zone} host.{zone} 1 3600 600 86400 60"
+#: Added to the shared server clause: DoH on a second interface, enough TCP slots
+#: for the bench's concurrency, and the bench's zone.
+_UNBOUND_DOH = """\
+    interface: {doh_host}@{doh}
+    https-port: {doh}
+    tls-service-key: "{key}"
+    tls-service-pem: "{cert}"
+    http-endpoint: "/dns-query"
+    ip-ratelimit: 0
+    ratelimit: 0
+    incoming-num-tcp: 1000
+    local-zone: "{zone}" static
+    local-data: "{zone} 3600 IN SOA ns.{zone} host.{zone} 1 3600 600 86400 60"
 remote-control:
-  control-enable: no
+    control-enable: no
 """
 
 
@@ -119,8 +107,9 @@ def start_servers(workdir: Path) -> Servers:
     cert, key = make_self_signed(workdir)
     udp, doh_host, doh, doq = procs.free_port(), _free_443(), 443, procs.free_port()
     conf = workdir / "unbound-encrypted.conf"
-    conf.write_text(_UNBOUND.format(udp=udp, doh_host=doh_host, doh=doh, key=key, cert=cert,
-                                    workdir=workdir, zone=ZONE))  # fmt: skip
+    conf.write_text(unbound_conf.server_clause(workdir, "127.0.0.1", udp, verbosity=0)
+                    + _UNBOUND_DOH.format(doh_host=doh_host, doh=doh, key=key, cert=cert,
+                                          zone=ZONE))  # fmt: skip
     unbound = shutil.which("unbound") or "/usr/sbin/unbound"
     started = [procs.start("unbound-encrypted", [unbound, "-d", "-c", str(conf)], workdir)]
     started.append(procs.start(

@@ -23,6 +23,7 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 
+from bench import unbound_conf
 from tests.support import stop_process
 
 HOST = "127.0.0.1"
@@ -227,30 +228,10 @@ def _knot(workdir: Path, port: int, _backend: RunningServer | None) -> list[str]
     return ["knotd", "-c", str(conf)]
 
 
-def unbound_server_clause(workdir: Path, host: str, port: int) -> str:
-    """The start of the ``server:`` clause of an unbound.conf of our own: one
-    thread, every file in ``workdir``, no validator; the caller adds the rest."""
-    return f"""server:
-    interface: {host}@{port}
-    port: {port}
-    do-ip6: no
-    username: ""
-    chroot: ""
-    directory: "{workdir}"
-    pidfile: "{workdir}/unbound.pid"
-    use-syslog: no
-    logfile: ""
-    verbosity: 1
-    num-threads: 1
-    access-control: 127.0.0.0/8 allow
-    module-config: "iterator"
-"""
-
-
 def _unbound(workdir: Path, port: int, _backend: RunningServer | None) -> list[str]:
     conf = _write(
         workdir / "unbound.conf",
-        unbound_server_clause(workdir, HOST, port) + f"""\
+        unbound_conf.server_clause(workdir, HOST, port) + f"""\
     local-zone: "gap.test." static
     local-data: "gap.test. 300 IN SOA {SOA_RDATA}"
     local-data: "gap.test. 300 IN NS ns1.gap.test."

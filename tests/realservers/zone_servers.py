@@ -28,6 +28,7 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 
+from bench import unbound_conf
 from tests.support import stop_process
 
 from .launch import (
@@ -36,7 +37,6 @@ from .launch import (
     bind_options,
     knot_config,
     nsd_config,
-    unbound_server_clause,
 )
 
 ZONE = "survey.test."
@@ -168,7 +168,7 @@ def _knot(workdir: Path, port: int) -> list[str]:
 
 def _unbound(workdir: Path, port: int, servers_port: int) -> list[str]:
     conf = workdir / "unbound.conf"
-    conf.write_text(unbound_server_clause(workdir, RESOLVER_ADDRESS, port) + f"""\
+    conf.write_text(unbound_conf.server_clause(workdir, RESOLVER_ADDRESS, port) + f"""\
     # Our name servers live on loopback, which Unbound does not query by default.
     do-not-query-localhost: no
     cache-max-ttl: 1
