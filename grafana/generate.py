@@ -408,6 +408,41 @@ def table(
                  else transformations)  # fmt: skip
 
 
+def coloured_column(name: str, mappings: list[Json]) -> Json:
+    """A table override: column ``name`` shows its values through ``mappings``, each
+    cell's background in the mapped colour (as the matrices' cells)."""
+    return {"matcher": {"id": "byName", "options": name}, "properties": [
+        {"id": "mappings", "value": mappings},
+        {"id": "custom.cellOptions", "value": {"type": "color-background"}}]}  # fmt: skip
+
+
+def matrix_table(
+    title: str,
+    description: str,
+    expr: str,
+    *,
+    columns: str,
+    values: str,
+    mappings: list[Json],
+    sort_columns: bool = False,
+) -> Panel:
+    """Targets down, ``columns`` across (Grafana's groupingToMatrix), each cell the
+    series' ``values`` field, coloured by ``mappings``; the corner cell, which Grafana
+    names ``target\\<columns>``, keeps plain text. ``sort_columns``: the columns come
+    in the order the rows first name them, so sort the series by that field first."""
+    corner = f"target\\{columns}"
+    grouping: Json = {"id": "groupingToMatrix", "options": {
+        "columnField": columns, "rowField": "target", "valueField": values,
+        "emptyValue": "empty"}}  # fmt: skip
+    presort: list[Json] = [{"id": "sortBy", "options": {"fields": {}, "sort": [
+        {"field": columns}]}}] if sort_columns else []  # fmt: skip
+    return table(title, description, expr, width=24, height=10, cell="color-background",
+                 mappings=mappings, sort_by=corner, descending=False,
+                 transformations=[*presort, grouping],
+                 overrides=[{"matcher": {"id": "byName", "options": corner}, "properties": [
+                     {"id": "custom.cellOptions", "value": {"type": "auto"}}]}])  # fmt: skip
+
+
 def heatmap(title: str, description: str, expr: str, *, unit: str = "s", width: int = 12) -> Panel:
     options: Json = {
         "calculate": False,
@@ -430,7 +465,7 @@ def heatmap(title: str, description: str, expr: str, *, unit: str = "s", width: 
 
 
 def support_gap_rows() -> list[Row]:
-    matrix = table(
+    matrix = matrix_table(
         "Support-gap matrix (targets x probes, latest outcome)",
         "Each cell is the latest outcome of a probe, coloured as on the status page: a "
         "cause name (NOTIMP, DSOTYPENI, no DSO, REFUSED, silent, or any other cause) is a "
@@ -444,17 +479,9 @@ def support_gap_rows() -> list[Row]:
         "run yet. Switch *Show* to *all pairs* to see the expected cells of pairs that did "
         "not change in the range too. When did a cell change? See *Since when*.\n\n"
         + remediation_markdown(GAP_CAUSES_DOC),
-        matrix_expr(), width=24, height=10, cell="color-background",
-        mappings=cell_mappings(), sort_by="target\\probe", descending=False,
-        transformations=[
-            # Columns appear in the order of the rows: sort them by probe first.
-            {"id": "sortBy", "options": {"fields": {}, "sort": [{"field": "probe"}]}},
-            {"id": "groupingToMatrix", "options": {
-                "columnField": "probe", "rowField": "target", "valueField": "cell",
-                "emptyValue": "empty"}}],
-        overrides=[{"matcher": {"id": "byName", "options": "target\\probe"}, "properties": [
-            {"id": "custom.cellOptions", "value": {"type": "auto"}}]}],
-    )  # fmt: skip
+        matrix_expr(), columns="probe", values="cell", mappings=cell_mappings(),
+        sort_columns=True,
+    )
     since = table(
         "Since when (latest changes first)",
         f"When each pair's current answer began (`dnsgap_support_gap_since_timestamp_seconds`:"
@@ -464,9 +491,7 @@ def support_gap_rows() -> list[Row]:
         f"(dnsgap_support_gap_since_timestamp_seconds{{{SEL}}}) * 1000"
         f" * on (target, probe) group_left (cell) ({matrix_expr()}))",
         width=24, unit="dateTimeAsIso",
-        overrides=[{"matcher": {"id": "byName", "options": "cell"}, "properties": [
-            {"id": "mappings", "value": cell_mappings()},
-            {"id": "custom.cellOptions", "value": {"type": "color-background"}}]}],
+        overrides=[coloured_column("cell", cell_mappings())],
     )  # fmt: skip
     timeline = state_timeline(
         f"Support gaps over time (pairs that changed or were not as expected, top {TOP})",
@@ -522,9 +547,7 @@ def support_gap_rows() -> list[Row]:
         f"topk({TOP}, round(sum by (target, probe, cause) (increase("
         f'dnsgap_probe_responses_total{{{SEL},cause!="none",cause=~"$cause"}}[$__range]))'
         f" and on (target, probe) {INFO}) > 0)",
-        overrides=[{"matcher": {"id": "byName", "options": "cause"}, "properties": [
-            {"id": "mappings", "value": cause_mappings()},
-            {"id": "custom.cellOptions", "value": {"type": "color-background"}}]}],
+        overrides=[coloured_column("cause", cause_mappings())],
     )  # fmt: skip
     overview = Row("Support-gap overview",
                    [failing, gaps_now, pending, changes, matrix, since, timeline, new_changes,
@@ -586,7 +609,7 @@ def conformance_rows() -> list[Row]:
     # With "unexpected or changed", only targets with a violation in the range get a row.
     shown = (f"(max by (target) (max_over_time({violated}[$__range])) > 0"
              f" or max by (target) ({INFO}) unless on () (vector($unexpected) > 0))")
-    matrix = table(
+    matrix = matrix_table(
         "Conformance matrix (targets x checks, latest replies)",
         "Each cell: does the latest reply of any of the target's probes violate the check "
         "(ISC genreport's tags, Zonemaster's cases)? **ok** no, **violation \u2717** yes, "
@@ -594,14 +617,7 @@ def conformance_rows() -> list[Row]:
         "keeps the targets with a violation in the range.\n\n" + checks_doc,
         f"max by (target, check) ({violated} and on (target, probe) {INFO})"
         f" and on (target) {shown}",
-        width=24, height=10, cell="color-background", sort_by="target\\check",
-        descending=False, mappings=[{"type": "value", "options": verdicts}],
-        transformations=[
-            {"id": "groupingToMatrix", "options": {
-                "columnField": "check", "rowField": "target", "valueField": "Value",
-                "emptyValue": "empty"}}],
-        overrides=[{"matcher": {"id": "byName", "options": "target\\check"}, "properties": [
-            {"id": "custom.cellOptions", "value": {"type": "auto"}}]}],
+        columns="check", values="Value", mappings=[{"type": "value", "options": verdicts}],
     )  # fmt: skip
     current = table(
         f"Violations now, per probe (top {TOP * 2})",
