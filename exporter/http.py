@@ -21,7 +21,7 @@ from exporter.admission import (
 )
 from exporter.capacity import DescriptorsExhausted
 from exporter.config import DEFAULT_PORTS, Config, ProbeSpec, Target, TlsSettings
-from exporter.metrics import probe_answer
+from exporter.probeanswer import probe_answer
 from exporter.runtime import Exporter
 from exporter.statuspage import render_status_page
 

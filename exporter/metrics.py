@@ -10,12 +10,12 @@ on the one event loop.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
+import itertools
 import math
 import platform
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import dns.rdatatype
@@ -131,7 +131,10 @@ def render_labels(pairs: Iterable[tuple[str, str]]) -> str:
     return ",".join(f'{name}="{escape_label_value(value)}"' for name, value in pairs)
 
 
-def _fmt(value: float) -> str:
+_BUILD_LABELS = render_labels((("version", __version__), ("python", platform.python_version())))
+
+
+def format_number(value: float) -> str:
     if value == math.inf:
         return "+Inf"
     if value == int(value) and abs(value) < 1e15:
@@ -169,15 +172,16 @@ class Histogram:
 @functools.lru_cache(maxsize=64)
 def _bounds_text(buckets: tuple[float, ...]) -> tuple[str, ...]:
     """The ``le`` labels of a bucket layout, formatted once (not per render)."""
-    return tuple(_fmt(bound) for bound in buckets)
+    return tuple(format_number(bound) for bound in buckets)
 
 
 @functools.lru_cache(maxsize=1024)
 def _seed_keys(kind: ProbeKind, transport: str, signed: bool, tcp_fallback: bool,
                sends_rd: bool) -> tuple[tuple[str, str], ...]:  # fmt: skip
-    """(rcode, cause) keys of the responses series a pair has from the start."""
-    return tuple((rcode, cause.value) for rcode, cause in possible_gap_series(
-        kind, transport, signed=signed, tcp_fallback=tcp_fallback, sends_rd=sends_rd))
+    """(rcode, cause) keys of the responses series a pair has from the start, sorted:
+    the same order in every answer and process."""
+    return tuple(sorted((rcode, cause.value) for rcode, cause in possible_gap_series(
+        kind, transport, signed=signed, tcp_fallback=tcp_fallback, sends_rd=sends_rd)))  # fmt: skip
 
 
 def probe_info_labels(target: Target, spec: ProbeSpec) -> tuple[tuple[str, str], ...]:
@@ -240,14 +244,22 @@ class PairState:
 
     def seed(self, with_histogram: bool) -> None:
         spec = self.spec
-        responses = self.responses
-        for key in _seed_keys(spec.kind, spec.transport.value, spec.tsig_key is not None,
-                              spec.tcp_fallback, spec.sends_rd):  # fmt: skip
-            responses.setdefault(key, 0)
+        keys = _seed_keys(spec.kind, spec.transport.value, spec.tsig_key is not None,
+                          spec.tcp_fallback, spec.sends_rd)  # fmt: skip
+        # A new pair (every /probe answer is one) takes its series in one step.
+        if self.responses:
+            for key in keys:
+                self.responses.setdefault(key, 0)
+        else:
+            self.responses = dict.fromkeys(keys, 0)
         if with_histogram and self.duration is None:
             self.duration = Histogram(DURATION_BUCKETS)
         if not with_histogram:
             self.duration = None
+        if not self.violation:
+            self.violation = dict.fromkeys(self.checks, 0)
+            self.violations_total = dict.fromkeys(self.checks, 0)
+            return
         for check in self.checks:
             self.violation.setdefault(check, 0)
             self.violations_total.setdefault(check, 0)
@@ -297,10 +309,7 @@ class MetricsState:
         self.probe_requests_waiting = 0
         self.probe_requests_queued = 0
         self.probe_requests_refused: dict[str, int] = dict.fromkeys(
-            ("client_queue_full", "queue_full", "deadline"), 0)
-        self.build_labels = render_labels(
-            (("version", __version__), ("python", platform.python_version()))
-        )
+            ("client_queue_full", "queue_full", "deadline"), 0)  # fmt: skip
 
     # -- configuration ---------------------------------------------------------------
 
@@ -476,135 +485,30 @@ class MetricsState:
         sees each series whole, at some instant during the scrape.
         """
         out: list[str] = []
-        for name, header, always in _FAMILIES if include_self else _PAIR_FAMILIES:
-            wrote_header = False
-            for line in self._samples(name, include_schedule=include_self):
-                if not wrote_header:
-                    out.append(header)
-                    wrote_header = True
-                out.append(line)
+        for family in _FAMILIES if include_self else _PAIR_FAMILIES:
+            # A snapshot per family: a reload may add or drop pairs while a chunked
+            # scrape is paused.
+            lines = family.samples(self, list(self.pairs.values()))
+            first = next(lines, None)
+            if first is None:
+                if family.always:
+                    out.append(family.header)
+                continue
+            out.append(family.header)
+            out.append(first)
+            # islice and extend take the lines in C: a per-line loop here was most of
+            # the render (a /probe answer's and a fleet's alike).
+            while True:
                 if len(out) >= lines_per_chunk:
                     yield "".join(out)
                     out = []
-            if not wrote_header and always:
-                out.append(header)
+                room = lines_per_chunk - len(out)
+                taken = len(out)
+                out.extend(itertools.islice(lines, room))
+                if len(out) - taken < room:
+                    break
         if out:
             yield "".join(out)
-
-    def _samples(self, name: str, *, include_schedule: bool = True) -> Iterator[str]:
-        # Snapshots: a reload may add or drop pairs while a chunked scrape is paused.
-        pairs = list(self.pairs.values())
-        if name in _PAIR_VALUES:
-            attribute, spec = _PAIR_VALUES[name]
-            for s in pairs:
-                value = getattr(s, attribute)
-                if value is not None:
-                    yield f"{name}{{{s.key}}} {value:{spec}}\n"
-        elif name == "dnsgap_probe_responses_total":
-            for s in pairs:
-                for (rcode, cause), count in list(s.responses.items()):
-                    yield f'{name}{{{s.key},rcode="{rcode}",cause="{cause}"}} {count}\n'
-        elif name == "dnsgap_support_gap":
-            for s in pairs:
-                current = None if s.cause is None else s.cause.value
-                for cause in _gap_causes(s):
-                    yield f'{name}{{{s.key},cause="{cause}"}} {1 if cause == current else 0}\n'
-        elif name == "dnsgap_probe_duration_seconds":
-            for s in pairs:
-                if s.duration is not None:
-                    yield from _histogram_lines(name, s.key, s.duration)
-        elif name == "dnsgap_probe_interval_seconds":
-            # Scheduled pairs only: a /probe answer runs when Prometheus scrapes it.
-            if include_schedule:
-                for s in pairs:
-                    yield f"{name}{{{s.key}}} {_fmt(s.spec.interval)}\n"
-        elif name == "dnsgap_probe_info":
-            for s in pairs:
-                yield f"{name}{{{s.info}}} 1\n"
-        elif name.startswith("dnsgap_dso_"):
-            yield from self._dso_samples(name)
-        elif name == "dnsgap_fallback_total":
-            for s in pairs:
-                if s.spec.fallback is not None:
-                    for result in ("success", "failure"):
-                        yield (f'{name}{{{s.key},result="{result}"}} '
-                               f"{s.fallback.get(result, 0)}\n")  # fmt: skip
-        elif name == "dnsgap_conformance_violation":
-            for s in pairs:
-                for check, value in list(s.violation.items()):
-                    yield f'{name}{{{s.key},check="{check}"}} {value}\n'
-        elif name == "dnsgap_conformance_violations_total":
-            for s in pairs:
-                for check, count in list(s.violations_total.items()):
-                    yield f'{name}{{{s.key},check="{check}"}} {count}\n'
-        elif name == "dnsgap_fallback_active":
-            for s in pairs:
-                if s.spec.fallback is not None:
-                    yield f"{name}{{{s.key}}} {s.fallback_active}\n"
-        else:
-            yield from self._self_samples(name)
-
-    def _dso_samples(self, name: str) -> Iterator[str]:
-        if name == "dnsgap_dso_push_notifications_total":
-            for s in self.pairs.values():
-                if s.kind is ProbeKind.DSO_PUSH_SUBSCRIBE:
-                    yield f"{name}{{{s.key}}} {s.push_notifications}\n"
-            return
-        for target, d in list(self.dso.items()):
-            labels = f'target="{escape_label_value(target)}"'
-            if name == "dnsgap_dso_session_established":
-                yield f"{name}{{{labels}}} {d.established}\n"
-            elif name == "dnsgap_dso_inactivity_timeout_seconds":
-                if d.inactivity_timeout is not None:
-                    yield f"{name}{{{labels}}} {_fmt(d.inactivity_timeout)}\n"
-            elif name == "dnsgap_dso_keepalive_interval_seconds":
-                if d.keepalive_interval is not None:
-                    yield f"{name}{{{labels}}} {_fmt(d.keepalive_interval)}\n"
-            elif name == "dnsgap_dso_retry_delay_seconds":
-                yield f"{name}{{{labels}}} {_fmt(d.retry_delay)}\n"
-            elif name == "dnsgap_dso_sessions_closed_total":
-                yield from _by_label(name, "reason", sorted(d.closed.items()), labels)
-
-    def _self_samples(self, name: str) -> Iterator[str]:
-        if name == "dnsgap_build_info":
-            yield f"{name}{{{self.build_labels}}} 1\n"
-        elif name == "dnsgap_config_reload_success":
-            yield f"{name} {self.reload_success}\n"
-        elif name == "dnsgap_config_last_reload_success_timestamp_seconds":
-            yield f"{name} {self.reload_timestamp:.3f}\n"
-        elif name == "dnsgap_config_restart_required":
-            yield f"{name} {self.restart_required}\n"
-        elif name == "dnsgap_config_reloads_total":
-            yield from _by_label(name, "result", self.reloads.items())
-        elif name == "dnsgap_scheduler_lateness_seconds":
-            yield from _histogram_lines(name, "", self.lateness)
-        elif name == "dnsgap_probes_in_flight":
-            yield f"{name} {self.in_flight}\n"
-        elif name == "dnsgap_probes_skipped_total":
-            yield from _by_label(name, "reason", self.skipped.items())
-        elif name == "dnsgap_probe_requests_waiting":
-            yield f"{name} {self.probe_requests_waiting}\n"
-        elif name == "dnsgap_probe_requests_queued_total":
-            yield f"{name} {self.probe_requests_queued}\n"
-        elif name == "dnsgap_probe_requests_refused_total":
-            yield from _by_label(name, "reason", self.probe_requests_refused.items())
-
-        elif name.startswith("dnsgap_zone_"):
-            yield from self._zone_samples(name)
-
-    def _zone_samples(self, name: str) -> Iterator[str]:
-        for zone, z in list(self.zones.items()):
-            labels = f'zone="{escape_label_value(zone)}"'
-            if name == "dnsgap_zone_discovery_success":
-                if z.discovery_success is not None:
-                    yield f"{name}{{{labels}}} {z.discovery_success}\n"
-            elif name == "dnsgap_zone_addresses":
-                yield f"{name}{{{labels}}} {z.addresses}\n"
-            elif name == "dnsgap_zone_address_changes_total":
-                yield from _by_label(name, "change", z.changes.items(), labels)
-            else:
-                values = z.serials if name == "dnsgap_zone_soa_serial" else z.behind
-                yield from _by_label(name, "target", sorted(values.items()), labels)
 
 
 @dataclass(frozen=True, slots=True)
@@ -626,35 +530,6 @@ def plan_pair(target: Target, spec: ProbeSpec, conformance: bool = True) -> Pair
                     applicable_checks(target, spec) if conformance else ())  # fmt: skip
 
 
-#: /probe plans by id of (target, spec): a pair's labels and checks are the same
-#: request after request. The value holds both, so their ids are not reused while
-#: cached.
-_probe_plans: dict[tuple[int, int, bool], tuple[Target, ProbeSpec, PairPlan]] = {}
-_MAX_PROBE_PLANS = 4096
-
-
-def probe_answer(config: Config, target: Target, spec: ProbeSpec, result: ProbeResult) -> str:
-    """/probe's answer: the series of this one probe result, none of the exporter's
-    own (blackbox style). Planning the pair's series was a tenth of a /probe."""
-    conformance_series = config.scheduler.conformance_series
-    key = (id(target), id(spec), conformance_series)
-    cached = _probe_plans.get(key)
-    if cached is None or cached[0] is not target or cached[1] is not spec:
-        if len(_probe_plans) >= _MAX_PROBE_PLANS:
-            _probe_plans.clear()  # a config churning through targets: start over
-        cached = (target, spec, plan_pair(target, spec, conformance_series))
-        _probe_plans[key] = cached
-    single = MetricsState()
-    single.configure(config)
-    single.install_pairs((cached[2],))
-    if spec.kind.is_dso:
-        single.set_dso_targets({target.name})
-    if config.zones:
-        single.sync_zones(dataclasses.replace(config, targets=(target,)))
-    single.record(target.name, spec.name, result)
-    return single.render(include_self=False)
-
-
 def applicable_checks(target: Target, spec: ProbeSpec) -> tuple[str, ...]:
     """The conformance checks a pair has series for (docs/conformance.md)."""
     if spec.kind not in conformance.CHECKED_KINDS:
@@ -669,28 +544,6 @@ def _checks(spec: ProbeSpec, role: str | None, zone: str) -> tuple[str, ...]:
     # reload of a fleet went from tens of seconds to about one).
     request = request_for(spec, zone).wire
     return conformance.checks_for(spec, role, zone, request)
-
-
-_ALWAYS = frozenset({"dnsgap_build_info", "dnsgap_probes_in_flight"})
-#: The families with one sample per pair read from one :class:`PairState` slot (no
-#: sample while it is None), and how the value is formatted.
-_PAIR_VALUES: dict[str, tuple[str, str]] = {
-    "dnsgap_probe_last_rcode": ("last_rcode", ""),
-    "dnsgap_probe_success": ("success", ""),
-    "dnsgap_probe_last_run_timestamp_seconds": ("last_run", ".3f"),
-    "dnsgap_support_gap_since_timestamp_seconds": ("since", ".3f"),
-    "dnsgap_gap_changes_total": ("gap_changes", ""),
-    "dnsgap_tls_cert_expiry_timestamp_seconds": ("cert_not_after", ".0f"),
-}
-#: The exporter's own metrics: METRICS from dnsgap_build_info on (left out of /probe).
-_SELF = frozenset(name for name, _, _ in
-                  METRICS[[m[0] for m in METRICS].index("dnsgap_build_info"):])  # fmt: skip
-#: (name, HELP and TYPE lines, header even without samples) of every family, built
-#: once: formatting ~40 headers per render was a third of a /probe answer's render.
-_FAMILIES = tuple((name, f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n",
-                   kind == "counter" or name in _ALWAYS)
-                  for name, kind, help_text in METRICS)  # fmt: skip
-_PAIR_FAMILIES = tuple(family for family in _FAMILIES if family[0] not in _SELF)
 
 
 def _gap_causes(state: PairState) -> Iterator[str]:
@@ -711,11 +564,250 @@ def _by_label(name: str, label: str, counts: Iterable[tuple[str, int]],
 
 def _histogram_lines(name: str, key: str, hist: Histogram) -> Iterator[str]:
     sep = "," if key else ""
-    for bound, count in hist.cumulative():
-        yield f'{name}_bucket{{{key}{sep}le="{bound}"}} {count}\n'
+    bucket = f'{name}_bucket{{{key}{sep}le="'
+    running = 0
+    for bound, count in zip(_bounds_text(hist.buckets), hist.counts, strict=True):
+        running += count
+        yield f'{bucket}{bound}"}} {running}\n'
+    yield f'{bucket}+Inf"}} {hist.count}\n'
     brace = f"{{{key}}}" if key else ""
-    yield f"{name}_sum{brace} {_fmt(hist.total)}\n"
+    yield f"{name}_sum{brace} {format_number(hist.total)}\n"
     yield f"{name}_count{brace} {hist.count}\n"
+
+
+# -- exposition: one sampler per family ----------------------------------------------
+# A sampler yields a family's sample lines from the state and a snapshot of its
+# pairs. A table rather than a chain of name tests: a /probe answer renders ~40
+# families for one pair, and finding each one's branch was a third of its render.
+
+Sampler = Callable[["MetricsState", list[PairState]], Iterator[str]]
+
+
+def _pair_value(name: str, attribute: str, spec: str) -> Sampler:
+    """One sample per pair read from one :class:`PairState` slot (none while None)."""
+
+    def samples(_: MetricsState, pairs: list[PairState]) -> Iterator[str]:
+        for s in pairs:
+            value = getattr(s, attribute)
+            if value is not None:
+                yield f"{name}{{{s.key}}} {value:{spec}}\n"
+
+    return samples
+
+
+def _responses(_: MetricsState, pairs: list[PairState]) -> Iterator[str]:
+    name = "dnsgap_probe_responses_total"
+    for s in pairs:
+        for (rcode, cause), count in list(s.responses.items()):
+            yield f'{name}{{{s.key},rcode="{rcode}",cause="{cause}"}} {count}\n'
+
+
+def _support_gap(_: MetricsState, pairs: list[PairState]) -> Iterator[str]:
+    name = "dnsgap_support_gap"
+    for s in pairs:
+        current = None if s.cause is None else s.cause.value
+        for cause in _gap_causes(s):
+            yield f'{name}{{{s.key},cause="{cause}"}} {1 if cause == current else 0}\n'
+
+
+def _duration(_: MetricsState, pairs: list[PairState]) -> Iterator[str]:
+    for s in pairs:
+        if s.duration is not None:
+            yield from _histogram_lines("dnsgap_probe_duration_seconds", s.key, s.duration)
+
+
+def _interval(_: MetricsState, pairs: list[PairState]) -> Iterator[str]:
+    for s in pairs:
+        yield f"dnsgap_probe_interval_seconds{{{s.key}}} {format_number(s.spec.interval)}\n"
+
+
+def _info(_: MetricsState, pairs: list[PairState]) -> Iterator[str]:
+    for s in pairs:
+        yield f"dnsgap_probe_info{{{s.info}}} 1\n"
+
+
+def _push_notifications(_: MetricsState, pairs: list[PairState]) -> Iterator[str]:
+    name = "dnsgap_dso_push_notifications_total"
+    for s in pairs:
+        if s.kind is ProbeKind.DSO_PUSH_SUBSCRIBE:
+            yield f"{name}{{{s.key}}} {s.push_notifications}\n"
+
+
+def _fallback_total(_: MetricsState, pairs: list[PairState]) -> Iterator[str]:
+    name = "dnsgap_fallback_total"
+    for s in pairs:
+        if s.spec.fallback is not None:
+            for result in ("success", "failure"):
+                yield f'{name}{{{s.key},result="{result}"}} {s.fallback.get(result, 0)}\n'
+
+
+def _fallback_active(_: MetricsState, pairs: list[PairState]) -> Iterator[str]:
+    for s in pairs:
+        if s.spec.fallback is not None:
+            yield f"dnsgap_fallback_active{{{s.key}}} {s.fallback_active}\n"
+
+
+def _per_check(name: str, attribute: str) -> Sampler:
+    def samples(_: MetricsState, pairs: list[PairState]) -> Iterator[str]:
+        for s in pairs:
+            for check, value in list(getattr(s, attribute).items()):
+                yield f'{name}{{{s.key},check="{check}"}} {value}\n'
+
+    return samples
+
+
+def _per_dso_target(name: str, value: Callable[[DsoTargetState], float | None]) -> Sampler:
+    """One sample per DSO target (none while ``value`` is None)."""
+
+    def samples(state: MetricsState, _: list[PairState]) -> Iterator[str]:
+        for target, d in list(state.dso.items()):
+            number = value(d)
+            if number is not None:
+                yield f'{name}{{target="{escape_label_value(target)}"}} {format_number(number)}\n'
+
+    return samples
+
+
+def _sessions_closed(state: MetricsState, _: list[PairState]) -> Iterator[str]:
+    name = "dnsgap_dso_sessions_closed_total"
+    for target, d in list(state.dso.items()):
+        labels = f'target="{escape_label_value(target)}"'
+        yield from _by_label(name, "reason", sorted(d.closed.items()), labels)
+
+
+def _per_zone(name: str, lines: Callable[[str, str, ZoneState], Iterator[str]]) -> Sampler:
+    def samples(state: MetricsState, _: list[PairState]) -> Iterator[str]:
+        for zone, z in list(state.zones.items()):
+            yield from lines(name, f'zone="{escape_label_value(zone)}"', z)
+
+    return samples
+
+
+def _zone_discovery(name: str, labels: str, z: ZoneState) -> Iterator[str]:
+    if z.discovery_success is not None:
+        yield f"{name}{{{labels}}} {z.discovery_success}\n"
+
+
+def _zone_addresses(name: str, labels: str, z: ZoneState) -> Iterator[str]:
+    yield f"{name}{{{labels}}} {z.addresses}\n"
+
+
+def _zone_changes(name: str, labels: str, z: ZoneState) -> Iterator[str]:
+    yield from _by_label(name, "change", z.changes.items(), labels)
+
+
+def _zone_serials(name: str, labels: str, z: ZoneState) -> Iterator[str]:
+    yield from _by_label(name, "target", sorted(z.serials.items()), labels)
+
+
+def _zone_behind(name: str, labels: str, z: ZoneState) -> Iterator[str]:
+    yield from _by_label(name, "target", sorted(z.behind.items()), labels)
+
+
+def _own(name: str, value: Callable[[MetricsState], object], labels: str = "") -> Sampler:
+    """The exporter's own one-sample families."""
+    brace = f"{{{labels}}}" if labels else ""
+
+    def samples(state: MetricsState, _: list[PairState]) -> Iterator[str]:
+        yield f"{name}{brace} {value(state)}\n"
+
+    return samples
+
+
+def _own_by_label(name: str, label: str,
+                  counts: Callable[[MetricsState], dict[str, int]]) -> Sampler:  # fmt: skip
+    def samples(state: MetricsState, _: list[PairState]) -> Iterator[str]:
+        yield from _by_label(name, label, counts(state).items())
+
+    return samples
+
+
+def _lateness(state: MetricsState, _: list[PairState]) -> Iterator[str]:
+    yield from _histogram_lines("dnsgap_scheduler_lateness_seconds", "", state.lateness)
+
+
+_SAMPLERS: dict[str, Sampler] = {
+    "dnsgap_probe_responses_total": _responses,
+    "dnsgap_support_gap": _support_gap,
+    "dnsgap_probe_last_rcode": _pair_value("dnsgap_probe_last_rcode", "last_rcode", ""),
+    "dnsgap_probe_success": _pair_value("dnsgap_probe_success", "success", ""),
+    "dnsgap_probe_duration_seconds": _duration,
+    "dnsgap_probe_last_run_timestamp_seconds": _pair_value(
+        "dnsgap_probe_last_run_timestamp_seconds", "last_run", ".3f"),
+    "dnsgap_probe_interval_seconds": _interval,
+    "dnsgap_support_gap_since_timestamp_seconds": _pair_value(
+        "dnsgap_support_gap_since_timestamp_seconds", "since", ".3f"),
+    "dnsgap_gap_changes_total": _pair_value("dnsgap_gap_changes_total", "gap_changes", ""),
+    "dnsgap_probe_info": _info,
+    "dnsgap_dso_session_established": _per_dso_target(
+        "dnsgap_dso_session_established", lambda d: d.established),
+    "dnsgap_dso_inactivity_timeout_seconds": _per_dso_target(
+        "dnsgap_dso_inactivity_timeout_seconds", lambda d: d.inactivity_timeout),
+    "dnsgap_dso_keepalive_interval_seconds": _per_dso_target(
+        "dnsgap_dso_keepalive_interval_seconds", lambda d: d.keepalive_interval),
+    "dnsgap_dso_retry_delay_seconds": _per_dso_target(
+        "dnsgap_dso_retry_delay_seconds", lambda d: d.retry_delay),
+    "dnsgap_dso_sessions_closed_total": _sessions_closed,
+    "dnsgap_dso_push_notifications_total": _push_notifications,
+    "dnsgap_fallback_total": _fallback_total,
+    "dnsgap_fallback_active": _fallback_active,
+    "dnsgap_conformance_violation": _per_check("dnsgap_conformance_violation", "violation"),
+    "dnsgap_conformance_violations_total": _per_check(
+        "dnsgap_conformance_violations_total", "violations_total"),
+    "dnsgap_tls_cert_expiry_timestamp_seconds": _pair_value(
+        "dnsgap_tls_cert_expiry_timestamp_seconds", "cert_not_after", ".0f"),
+    "dnsgap_build_info": _own("dnsgap_build_info", lambda _: 1, _BUILD_LABELS),
+    "dnsgap_config_reload_success": _own("dnsgap_config_reload_success",
+                                         lambda s: s.reload_success),
+    "dnsgap_config_last_reload_success_timestamp_seconds": _own(
+        "dnsgap_config_last_reload_success_timestamp_seconds",
+        lambda s: f"{s.reload_timestamp:.3f}"),
+    "dnsgap_config_reloads_total": _own_by_label("dnsgap_config_reloads_total", "result",
+                                                 lambda s: s.reloads),
+    "dnsgap_config_restart_required": _own("dnsgap_config_restart_required",
+                                           lambda s: s.restart_required),
+    "dnsgap_scheduler_lateness_seconds": _lateness,
+    "dnsgap_probes_in_flight": _own("dnsgap_probes_in_flight", lambda s: s.in_flight),
+    "dnsgap_probes_skipped_total": _own_by_label("dnsgap_probes_skipped_total", "reason",
+                                                 lambda s: s.skipped),
+    "dnsgap_probe_requests_waiting": _own("dnsgap_probe_requests_waiting",
+                                          lambda s: s.probe_requests_waiting),
+    "dnsgap_probe_requests_queued_total": _own("dnsgap_probe_requests_queued_total",
+                                               lambda s: s.probe_requests_queued),
+    "dnsgap_probe_requests_refused_total": _own_by_label(
+        "dnsgap_probe_requests_refused_total", "reason", lambda s: s.probe_requests_refused),
+    "dnsgap_zone_discovery_success": _per_zone("dnsgap_zone_discovery_success",
+                                               _zone_discovery),
+    "dnsgap_zone_addresses": _per_zone("dnsgap_zone_addresses", _zone_addresses),
+    "dnsgap_zone_address_changes_total": _per_zone("dnsgap_zone_address_changes_total",
+                                                   _zone_changes),
+    "dnsgap_zone_soa_serial": _per_zone("dnsgap_zone_soa_serial", _zone_serials),
+    "dnsgap_zone_serial_behind": _per_zone("dnsgap_zone_serial_behind", _zone_behind),
+}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class _Family:
+    name: str
+    header: str  # HELP and TYPE lines, built once (formatting them was a third of a
+    # /probe answer's render)
+    always: bool  # the header even without samples
+    samples: Sampler
+
+
+_ALWAYS = frozenset({"dnsgap_build_info", "dnsgap_probes_in_flight"})
+_FAMILIES = tuple(_Family(name, f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n",
+                          kind == "counter" or name in _ALWAYS, _SAMPLERS[name])
+                  for name, kind, help_text in METRICS)  # fmt: skip
+#: The exporter's own metrics: METRICS from dnsgap_build_info on.
+_SELF = frozenset(name for name, _, _ in
+                  METRICS[[m[0] for m in METRICS].index("dnsgap_build_info"):])  # fmt: skip
+#: A /probe answer: the probe's own series; not the exporter's, nor the schedule (it
+#: runs when Prometheus scrapes it).
+_PAIR_FAMILIES = tuple(family for family in _FAMILIES
+                       if family.name not in _SELF
+                       and family.name != "dnsgap_probe_interval_seconds")  # fmt: skip
+assert set(_SAMPLERS) == {name for name, _, _ in METRICS}, "a family without a sampler"
 
 
 class GapCollector:

@@ -152,6 +152,9 @@ def test_chunked_render_is_the_same_text_in_pieces() -> None:
     chunks = list(state.render_chunks(lines_per_chunk=50))
     assert len(chunks) > 5
     assert "".join(chunks) == state.render()
+    # Any piece size, down to one line, gives the same text.
+    for size in (1, 2, 3, 7):
+        assert "".join(state.render_chunks(lines_per_chunk=size)) == state.render()
 
 
 def test_a_reload_or_a_probe_between_chunks_does_not_break_the_scrape() -> None:
