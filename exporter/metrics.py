@@ -43,7 +43,7 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("dnsgap_support_gap", "gauge",
      "1 while the latest outcome of the probe shows this support-gap cause, else 0."),
     ("dnsgap_probe_last_rcode", "gauge",
-     "Response code of the latest outcome (-1: no DNS reply)."),
+     "Response code of the latest outcome (-1: no DNS reply; no sample before the first)."),
     ("dnsgap_probe_success", "gauge",
      "1 if the latest outcome met the probe's expectation, else 0."),
     ("dnsgap_probe_duration_seconds", "histogram", "Duration of probe exchanges."),
@@ -222,7 +222,9 @@ class PairState:
     responses: dict[tuple[str, str], int] = field(default_factory=dict)
     cause: Cause | None = None
     since: float | None = None
-    last_rcode: int = -1
+    #: None until the first outcome: -1 means the server sent no DNS reply, never
+    #: that the probe has not run yet.
+    last_rcode: int | None = None
     success: int | None = None
     last_run: float | None = None
     gap_changes: int = 0

@@ -107,7 +107,8 @@ def render_status_page(pairs: Iterable[PairState], *, reload_ok: bool,
             cause_text, rcode, remedy, short = "pending", "-", "Not run yet.", swatch.text
         else:
             cause_text = pair.cause.value
-            rcode = rcode_name(None if pair.last_rcode < 0 else pair.last_rcode)
+            rcode = rcode_name(None if pair.last_rcode is None or pair.last_rcode < 0
+                               else pair.last_rcode)  # fmt: skip
             # An expected gap (NOTIMP to an unassigned opcode, BADVERS to EDNS 1) needs
             # no fix: the cause's remediation ("enable dynamic updates") would be wrong.
             remedy = EXPECTED_REMEDY if expected and pair.cause is not Cause.NONE else (

@@ -86,6 +86,14 @@ def test_no_reply_is_rcode_none_and_last_rcode_minus_one() -> None:
     assert values[key("dnsgap_probe_last_rcode", target="ns1", probe="soa")] == -1
 
 
+def test_a_pair_that_has_not_run_has_no_last_rcode_nor_success_yet() -> None:
+    # -1 is "the server sent no DNS reply": a pair still waiting for its first run
+    # must not read as one whose server is silent.
+    values = samples(state_for(target("ns1", SOA)))
+    assert key("dnsgap_probe_last_rcode", target="ns1", probe="soa") not in values
+    assert key("dnsgap_probe_success", target="ns1", probe="soa") not in values
+
+
 def test_probe_info_carries_what_the_probe_sends() -> None:
     values = samples(state_for(target("ns1", UPDATE, SOA)))
     assert values[key("dnsgap_probe_info", target="ns1", probe="update",
@@ -143,6 +151,7 @@ def test_label_values_are_escaped() -> None:
     odd = Target('we"ird\\name\n', "127.0.0.1", 53, (SOA,))
     state = MetricsState()
     state.sync(Config(targets=(odd,)), [(odd, SOA)])
+    state.record('we"ird\\name\n', "soa", result(None, Cause.NO_RESPONSE, WireEvent.TIMEOUT))
     values = samples(state)
     assert values[key("dnsgap_probe_last_rcode", target='we"ird\\name\n', probe="soa")] == -1
 
