@@ -21,7 +21,7 @@ from exporter.admission import (
 )
 from exporter.capacity import DescriptorsExhausted
 from exporter.config import DEFAULT_PORTS, Config, ProbeSpec, Target, TlsSettings
-from exporter.probeanswer import probe_answer
+from exporter.probeanswer import ProbeAnswers
 from exporter.runtime import Exporter
 from exporter.statuspage import render_status_page
 
@@ -112,6 +112,7 @@ async def select_probe(config: Config, target_param: str,
 
 
 ADMISSION_KEY: web.AppKey[ProbeAdmission] = web.AppKey("admission", ProbeAdmission)
+ANSWERS_KEY: web.AppKey[ProbeAnswers] = web.AppKey("answers", ProbeAnswers)
 
 
 async def metrics_handler(request: web.Request) -> web.StreamResponse:
@@ -164,7 +165,8 @@ async def probe_handler(request: web.Request) -> web.Response:
         return web.Response(status=503, text="dnsgap is out of file descriptors\n")
     finally:
         admission.release(client)
-    return web.Response(body=probe_answer(config, target, spec, result).encode(),
+    answer = request.app[ANSWERS_KEY].answer(config, target, spec, result)
+    return web.Response(body=answer.encode(),
                         headers={"Content-Type": CONTENT_TYPE_METRICS})  # fmt: skip
 
 
@@ -200,6 +202,7 @@ def build_app(exporter: Exporter,
     app = web.Application(middlewares=list(middlewares))
     app[EXPORTER_KEY] = exporter
     app[ADMISSION_KEY] = ProbeAdmission(exporter.state)
+    app[ANSWERS_KEY] = ProbeAnswers()
     app.router.add_get("/", status_handler)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/probe", probe_handler)

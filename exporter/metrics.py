@@ -487,7 +487,7 @@ class MetricsState:
         sees each series whole, at some instant during the scrape.
         """
         out: list[str] = []
-        for family in _FAMILIES if include_self else _PAIR_FAMILIES:
+        for family in _FAMILIES if include_self else PAIR_FAMILIES:
             # A snapshot per family: a reload may add or drop pairs while a chunked
             # scrape is paused.
             lines = family.samples(self, list(self.pairs.values()))
@@ -564,17 +564,15 @@ def _by_label(name: str, label: str, counts: Iterable[tuple[str, int]],
         yield f'{name}{{{labels}{sep}{label}="{escape_label_value(value)}"}} {count}\n'
 
 
-def _histogram_lines(name: str, key: str, hist: Histogram) -> Iterator[str]:
+def _histogram_lines(name: str, key: str, hist: Histogram) -> list[str]:
     sep = "," if key else ""
     bucket = f'{name}_bucket{{{key}{sep}le="'
-    running = 0
-    for bound, count in zip(_bounds_text(hist.buckets), hist.counts, strict=True):
-        running += count
-        yield f'{bucket}{bound}"}} {running}\n'
-    yield f'{bucket}+Inf"}} {hist.count}\n'
     brace = f"{{{key}}}" if key else ""
-    yield f"{name}_sum{brace} {format_number(hist.total)}\n"
-    yield f"{name}_count{brace} {hist.count}\n"
+    return [*(f'{bucket}{bound}"}} {running}\n' for bound, running in
+              zip(_bounds_text(hist.buckets), itertools.accumulate(hist.counts), strict=True)),
+            f'{bucket}+Inf"}} {hist.count}\n',
+            f"{name}_sum{brace} {format_number(hist.total)}\n",
+            f"{name}_count{brace} {hist.count}\n"]  # fmt: skip
 
 
 # -- exposition: one sampler per family ----------------------------------------------
@@ -789,7 +787,9 @@ _SAMPLERS: dict[str, Sampler] = {
 
 
 @dataclass(frozen=True, slots=True)
-class _Family:
+class Family:
+    """One metric family of the exposition, and how its samples are read."""
+
     name: str
     header: str  # HELP and TYPE lines, built once (formatting them was a third of a
     # /probe answer's render)
@@ -798,17 +798,17 @@ class _Family:
 
 
 _ALWAYS = frozenset({"dnsgap_build_info", "dnsgap_probes_in_flight"})
-_FAMILIES = tuple(_Family(name, f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n",
-                          kind == "counter" or name in _ALWAYS, _SAMPLERS[name])
+_FAMILIES = tuple(Family(name, f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n",
+                         kind == "counter" or name in _ALWAYS, _SAMPLERS[name])
                   for name, kind, help_text in METRICS)  # fmt: skip
 #: The exporter's own metrics: METRICS from dnsgap_build_info on.
 _SELF = frozenset(name for name, _, _ in
                   METRICS[[m[0] for m in METRICS].index("dnsgap_build_info"):])  # fmt: skip
 #: A /probe answer: the probe's own series; not the exporter's, nor the schedule (it
 #: runs when Prometheus scrapes it).
-_PAIR_FAMILIES = tuple(family for family in _FAMILIES
-                       if family.name not in _SELF
-                       and family.name != "dnsgap_probe_interval_seconds")  # fmt: skip
+PAIR_FAMILIES = tuple(family for family in _FAMILIES
+                      if family.name not in _SELF
+                      and family.name != "dnsgap_probe_interval_seconds")  # fmt: skip
 assert set(_SAMPLERS) == {name for name, _, _ in METRICS}, "a family without a sampler"
 
 

@@ -15,6 +15,7 @@ from exporter.config import Config, FallbackSettings, ProbeSpec, SchedulerSettin
 from exporter.kinds import ProbeKind
 from exporter.metrics import MetricsState, PairState, plan_pair
 from exporter.outcome import Outcome, WireEvent
+from exporter.probeanswer import ProbeAnswers
 from exporter.probes import FallbackResult, ProbeResult
 
 SOA = ProbeSpec(name="soa", kind=ProbeKind.QUERY, qname="@", qtype=6)
@@ -61,20 +62,36 @@ def test_every_answer_equals_the_one_pair_render_of_its_result(
     # Repeats with new timings take the kept text: the timings must be this run's.
     runs = answers + [dataclasses.replace(r, duration=r.duration / 3 + 0.001,
                                           started_at=r.started_at + 61.25) for r in answers]
+    answers = ProbeAnswers()
     for result in runs:
-        assert probeanswer.probe_answer(config, TARGET, spec, result) == uncached(
-            config, spec, result)
+        assert answers.answer(config, TARGET, spec, result) == uncached(config, spec, result)
 
 
-def test_a_pair_answering_alike_in_one_duration_bucket_keeps_one_text() -> None:
+def ok(second: int) -> ProbeResult:
+    return ProbeResult(Outcome(WireEvent.REPLY, 0), Cause.NONE, True, 0.0004 * (second % 50),
+                       1.8e9 + second)  # fmt: skip
+
+
+def test_a_pair_answering_alike_keeps_one_text_whatever_its_timings() -> None:
+    answers = ProbeAnswers()
+    for second in range(100):
+        answers.answer(Config(targets=(TARGET,)), TARGET, SOA, ok(second))
+    (kept,) = answers.pairs.values()
+    assert len(kept.texts) == 1
+
+
+def test_the_kept_texts_stay_within_their_byte_budget() -> None:
+    answers = ProbeAnswers()
+    answers.max_text_bytes = 50_000  # about five answers
     config = Config(targets=(TARGET,))
-    probeanswer._pairs.clear()
-    for second in range(20):
-        ok = ProbeResult(Outcome(WireEvent.REPLY, 0), Cause.NONE, True, 0.0011 + second / 1e5,
-                         1.8e9 + second)  # fmt: skip
-        probeanswer.probe_answer(config, TARGET, SOA, ok)
-    (answers,) = probeanswer._pairs.values()
-    assert len(answers.texts) == 1
+    for second in range(40):
+        # A new target (a fleet scraped round-robin) every request.
+        fleet_member = dataclasses.replace(TARGET, name=f"ns{second}")
+        answers.answer(config, fleet_member, SOA, ok(second))
+        assert answers.text_bytes <= answers.max_text_bytes
+        assert answers.text_bytes == sum(len(part) for kept in answers.pairs.values()
+                                         for parts in kept.texts.values()
+                                         for part in parts if isinstance(part, str))
 
 
 def test_every_pair_state_slot_is_in_the_fingerprint_unless_the_plan_or_a_timing_fixes_it() -> (
