@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import sys
 from collections.abc import Collection, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 #: Pairs a reload adds, changes or removes per turn of the event loop: a few
 #: milliseconds of work, so probes and scrapes due meanwhile run on time.
 RELOAD_STEP = 500
+#: How soon the loop gets the GIL back while a reload thread computes (seconds).
+RELOAD_SWITCH_INTERVAL = 0.0005
 
 _T = TypeVar("_T")
 
@@ -129,6 +132,20 @@ class Exporter:
             gc.freeze()
 
     @contextlib.contextmanager
+    def _loop_first(self) -> Iterator[None]:
+        """The GIL back to the loop within RELOAD_SWITCH_INTERVAL while the reload
+        thread works. A thread that computes for seconds keeps the GIL for the whole
+        switch interval (5 ms) each time the loop gives it up for a system call, and
+        a probe makes several: at 200 probes/s the loop fell seconds behind during a
+        60,000-pair reload (lateness p99 0.8-1 s, probes up to 2.5 s late)."""
+        before = sys.getswitchinterval()
+        sys.setswitchinterval(min(before, RELOAD_SWITCH_INTERVAL))
+        try:
+            yield
+        finally:
+            sys.setswitchinterval(before)
+
+    @contextlib.contextmanager
     def _collector_paused(self) -> Iterator[None]:
         """No automatic collection while the reload thread builds the new config: each
         one would walk the part built so far, holding the GIL (60,000 pairs: 1.7 s of
@@ -169,7 +186,7 @@ class Exporter:
         if self.config_path is None:
             return ReloadResult(False, "no config file to reload (built-in config)")
         async with self._reload_lock:
-            with self._collector_paused():
+            with self._collector_paused(), self._loop_first():
                 try:
                     loaded = await asyncio.to_thread(load_config, self.config_path)
                 except (ConfigError, OSError) as exc:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,7 @@ from exporter.config import load_config
 from exporter.refserver import ServerBehaviour
 from exporter.refserver import start as start_refserver
 from exporter.reload import Listener
-from exporter.runtime import RELOAD_STEP, Exporter
+from exporter.runtime import RELOAD_STEP, RELOAD_SWITCH_INTERVAL, Exporter
 from tests.doqserver import DoqServer
 from tests.h2server import H2Server
 
@@ -47,13 +48,17 @@ def fleet(first: int, count: int, port: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def longest_stall(during: asyncio.Future[object]) -> float:
-    """The longest the loop went without running a 10 ms ticker while ``during`` ran."""
+async def longest_stall(during: asyncio.Future[object],
+                        switch_intervals: set[float] | None = None) -> float:  # fmt: skip
+    """The longest the loop went without running a 10 ms ticker while ``during`` ran
+    (and the GIL switch intervals seen meanwhile)."""
     worst = 0.0
     while not during.done():
         before = time.perf_counter()
         await asyncio.sleep(0.01)
         worst = max(worst, time.perf_counter() - before - 0.01)
+        if switch_intervals is not None:
+            switch_intervals.add(sys.getswitchinterval())
     return worst
 
 
@@ -70,10 +75,17 @@ def test_a_reload_of_thousands_of_pairs_never_stalls_the_loop(tmp_path: Path) ->
         exporter.start()
         try:
             path.write_text(fleet(500, 2000, dns.port))
+            interval = sys.getswitchinterval()
             reload = asyncio.ensure_future(exporter.reload())
-            stall = await longest_stall(reload)
+            intervals: set[float] = set()
+            stall = await longest_stall(reload, intervals)
             result = await reload
             assert result.ok, result.message
+            # While the reload thread computes, the loop gets the GIL back within half
+            # a millisecond (not 5 ms after each of its system calls); afterwards the
+            # process runs with the interval it had.
+            assert min(intervals) <= RELOAD_SWITCH_INTERVAL
+            assert sys.getswitchinterval() == interval
             # The reference, measured now on this machine: the old reload stalled the
             # loop at least for the time parsing takes. What is left is libyaml's
             # compose (one C call holding the GIL) and scheduling noise.
