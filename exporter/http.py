@@ -79,18 +79,36 @@ async def resolve_allowed(host: str, cidrs: tuple[str, ...]) -> str:
     return addresses[0]
 
 
-async def select_probe(config: Config, target_param: str,
+class TargetIndex:
+    """The configured targets by name, made again when the config changes: a scan
+    for a /probe's target cost more than the probe itself at 10,000 targets (0.46 ms
+    for one in the middle; a UDP /probe is about 0.4 CPU-ms)."""
+
+    def __init__(self) -> None:
+        self._config: Config | None = None
+        self._by_name: dict[str, Target] = {}
+
+    def get(self, config: Config, name: str) -> Target | None:
+        if config is not self._config:
+            self._by_name = {}
+            for target in config.targets:
+                self._by_name.setdefault(target.name, target)  # the first, as a scan found
+            self._config = config
+        return self._by_name.get(name)
+
+
+async def select_probe(config: Config, targets: TargetIndex, target_param: str,
                        probe_param: str) -> tuple[Target, ProbeSpec]:  # fmt: skip
     if not target_param or not probe_param:
         raise ProbeRequestError(400, "both 'target' and 'probe' parameters are required")
-    for target in config.targets:
-        if target.name == target_param:
-            for spec in target.probes:
-                if spec.name == probe_param:
-                    return target, spec
-            known = ", ".join(spec.name for spec in target.probes)
-            raise ProbeRequestError(400, f"target {target_param!r} has no probe "
-                                    f"{probe_param!r} (known: {known})")  # fmt: skip
+    target = targets.get(config, target_param)
+    if target is not None:
+        for spec in target.probes:
+            if spec.name == probe_param:
+                return target, spec
+        known = ", ".join(spec.name for spec in target.probes)
+        raise ProbeRequestError(400, f"target {target_param!r} has no probe "
+                                f"{probe_param!r} (known: {known})")  # fmt: skip
     settings = config.http.probe
     if not settings.allow_adhoc:
         raise ProbeRequestError(400, f"unknown target {target_param!r}: only configured "
@@ -113,6 +131,7 @@ async def select_probe(config: Config, target_param: str,
 
 ADMISSION_KEY: web.AppKey[ProbeAdmission] = web.AppKey("admission", ProbeAdmission)
 ANSWERS_KEY: web.AppKey[ProbeAnswers] = web.AppKey("answers", ProbeAnswers)
+TARGETS_KEY: web.AppKey[TargetIndex] = web.AppKey("targets", TargetIndex)
 
 
 async def metrics_handler(request: web.Request) -> web.StreamResponse:
@@ -134,7 +153,8 @@ async def probe_handler(request: web.Request) -> web.Response:
     config = exporter.config
     settings = config.http.probe
     try:
-        target, spec = await select_probe(config, request.query.get("target", ""),
+        target, spec = await select_probe(config, request.app[TARGETS_KEY],
+                                          request.query.get("target", ""),
                                           request.query.get("probe", ""))  # fmt: skip
     except ProbeRequestError as exc:
         return web.Response(status=exc.status, text=f"{exc}\n")
@@ -203,6 +223,7 @@ def build_app(exporter: Exporter,
     app[EXPORTER_KEY] = exporter
     app[ADMISSION_KEY] = ProbeAdmission(exporter.state)
     app[ANSWERS_KEY] = ProbeAnswers()
+    app[TARGETS_KEY] = TargetIndex()
     app.router.add_get("/", status_handler)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/probe", probe_handler)

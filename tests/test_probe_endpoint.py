@@ -426,12 +426,17 @@ def test_successful_reload_keeps_counters_of_unchanged_pairs_and_drops_deleted_s
             count_before = _metric(before, kept)
             assert count_before >= 2
             assert 'target="other"' in before
+            assert (await s.get("/probe", {"target": "other", "probe": "soa"}))[0] == 200
             path = Path(s.exporter.config_path or "")
             text = path.read_text()
             path.write_text(text[: text.index("  - name: other")])
             async with aiohttp.ClientSession() as session, session.post(
                 s.base + "/-/reload") as response:  # fmt: skip
                 assert response.status == 200, await response.text()
+            # /probe knows the targets of the config now running, not of the first.
+            status, body = await s.get("/probe", {"target": "other", "probe": "soa"})
+            assert status == 400
+            assert "unknown target 'other'" in body
             _, after = await s.get("/metrics")
             assert _metric(after, kept) >= count_before
             assert 'target="other"' not in after
