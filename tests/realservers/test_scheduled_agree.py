@@ -57,7 +57,7 @@ def _run(config: Config) -> tuple[Exporter, dict[tuple[str, str], ProbeResult]]:
             await exporter.stop()
         pairs = [(t, s) for t in config.targets for s in t.probes]
         # A few at a time: hundreds of simultaneous TCP connections would exceed
-        # Unbound's incoming-num-tcp (10 by default), and it resets the rest.
+        # the servers' TCP limits (Unbound's incoming-num-tcp: 100 in launch.py).
         gate = asyncio.Semaphore(8)
 
         async def one(target: Target, spec: ProbeSpec) -> ProbeResult:
