@@ -115,7 +115,6 @@ METRICS: tuple[tuple[str, str, str], ...] = (
      "How far the server's SOA serial is behind the zone's newest (RFC 1982 arithmetic)."),
 )  # fmt: skip
 
-_TYPES = {name: kind for name, kind, _ in METRICS}
 #: Why a scheduled run did not happen: its previous run was still going (overlap),
 #: the pending-probe or descriptor bound refused it (its target over its fair share
 #: and the spare pool empty), opening a socket failed with EMFILE/ENFILE, or a DSO
@@ -161,12 +160,10 @@ class Histogram:
                 self.counts[index] += 1
                 break
 
-    def cumulative(self) -> Iterator[tuple[str, int]]:
-        running = 0
-        for bound, count in zip(_bounds_text(self.buckets), self.counts, strict=True):
-            running += count
-            yield bound, running
-        yield "+Inf", self.count
+    def cumulative(self) -> list[tuple[str, int]]:
+        """(``le`` label, count at or below it) per bucket, ``+Inf`` last."""
+        return [*zip(_bounds_text(self.buckets), itertools.accumulate(self.counts), strict=True),
+                ("+Inf", self.count)]  # fmt: skip
 
 
 @functools.lru_cache(maxsize=64)
@@ -568,25 +565,23 @@ def _histogram_lines(name: str, key: str, hist: Histogram) -> list[str]:
     sep = "," if key else ""
     bucket = f'{name}_bucket{{{key}{sep}le="'
     brace = f"{{{key}}}" if key else ""
-    return [*(f'{bucket}{bound}"}} {running}\n' for bound, running in
-              zip(_bounds_text(hist.buckets), itertools.accumulate(hist.counts), strict=True)),
-            f'{bucket}+Inf"}} {hist.count}\n',
+    return [*(f'{bucket}{bound}"}} {running}\n' for bound, running in hist.cumulative()),
             f"{name}_sum{brace} {format_number(hist.total)}\n",
             f"{name}_count{brace} {hist.count}\n"]  # fmt: skip
 
 
 # -- exposition: one sampler per family ----------------------------------------------
-# A sampler yields a family's sample lines from the state and a snapshot of its
-# pairs. A table rather than a chain of name tests: a /probe answer renders ~40
-# families for one pair, and finding each one's branch was a third of its render.
+# A sampler yields a family's sample lines from its name, the state and a snapshot
+# of its pairs. A table rather than a chain of name tests: a /probe answer renders
+# ~40 families for one pair, and finding each one's branch was a third of its render.
 
-Sampler = Callable[["MetricsState", list[PairState]], Iterator[str]]
+Sampler = Callable[[str, "MetricsState", list[PairState]], Iterator[str]]
 
 
-def _pair_value(name: str, attribute: str, spec: str) -> Sampler:
+def _pair_value(attribute: str, spec: str = "") -> Sampler:
     """One sample per pair read from one :class:`PairState` slot (none while None)."""
 
-    def samples(_: MetricsState, pairs: list[PairState]) -> Iterator[str]:
+    def samples(name: str, _: MetricsState, pairs: list[PairState]) -> Iterator[str]:
         for s in pairs:
             value = getattr(s, attribute)
             if value is not None:
@@ -595,60 +590,56 @@ def _pair_value(name: str, attribute: str, spec: str) -> Sampler:
     return samples
 
 
-def _responses(_: MetricsState, pairs: list[PairState]) -> Iterator[str]:
-    name = "dnsgap_probe_responses_total"
+def _responses(name: str, _: MetricsState, pairs: list[PairState]) -> Iterator[str]:
     for s in pairs:
         for (rcode, cause), count in list(s.responses.items()):
             yield f'{name}{{{s.key},rcode="{rcode}",cause="{cause}"}} {count}\n'
 
 
-def _support_gap(_: MetricsState, pairs: list[PairState]) -> Iterator[str]:
-    name = "dnsgap_support_gap"
+def _support_gap(name: str, _: MetricsState, pairs: list[PairState]) -> Iterator[str]:
     for s in pairs:
         current = None if s.cause is None else s.cause.value
         for cause in _gap_causes(s):
             yield f'{name}{{{s.key},cause="{cause}"}} {1 if cause == current else 0}\n'
 
 
-def _duration(_: MetricsState, pairs: list[PairState]) -> Iterator[str]:
+def _duration(name: str, _: MetricsState, pairs: list[PairState]) -> Iterator[str]:
     for s in pairs:
         if s.duration is not None:
-            yield from _histogram_lines("dnsgap_probe_duration_seconds", s.key, s.duration)
+            yield from _histogram_lines(name, s.key, s.duration)
 
 
-def _interval(_: MetricsState, pairs: list[PairState]) -> Iterator[str]:
+def _interval(name: str, _: MetricsState, pairs: list[PairState]) -> Iterator[str]:
     for s in pairs:
-        yield f"dnsgap_probe_interval_seconds{{{s.key}}} {format_number(s.spec.interval)}\n"
+        yield f"{name}{{{s.key}}} {format_number(s.spec.interval)}\n"
 
 
-def _info(_: MetricsState, pairs: list[PairState]) -> Iterator[str]:
+def _info(name: str, _: MetricsState, pairs: list[PairState]) -> Iterator[str]:
     for s in pairs:
-        yield f"dnsgap_probe_info{{{s.info}}} 1\n"
+        yield f"{name}{{{s.info}}} 1\n"
 
 
-def _push_notifications(_: MetricsState, pairs: list[PairState]) -> Iterator[str]:
-    name = "dnsgap_dso_push_notifications_total"
+def _push_notifications(name: str, _: MetricsState, pairs: list[PairState]) -> Iterator[str]:
     for s in pairs:
         if s.kind is ProbeKind.DSO_PUSH_SUBSCRIBE:
             yield f"{name}{{{s.key}}} {s.push_notifications}\n"
 
 
-def _fallback_total(_: MetricsState, pairs: list[PairState]) -> Iterator[str]:
-    name = "dnsgap_fallback_total"
+def _fallback_total(name: str, _: MetricsState, pairs: list[PairState]) -> Iterator[str]:
     for s in pairs:
         if s.spec.fallback is not None:
             for result in ("success", "failure"):
                 yield f'{name}{{{s.key},result="{result}"}} {s.fallback.get(result, 0)}\n'
 
 
-def _fallback_active(_: MetricsState, pairs: list[PairState]) -> Iterator[str]:
+def _fallback_active(name: str, _: MetricsState, pairs: list[PairState]) -> Iterator[str]:
     for s in pairs:
         if s.spec.fallback is not None:
-            yield f"dnsgap_fallback_active{{{s.key}}} {s.fallback_active}\n"
+            yield f"{name}{{{s.key}}} {s.fallback_active}\n"
 
 
-def _per_check(name: str, attribute: str) -> Sampler:
-    def samples(_: MetricsState, pairs: list[PairState]) -> Iterator[str]:
+def _per_check(attribute: str) -> Sampler:
+    def samples(name: str, _: MetricsState, pairs: list[PairState]) -> Iterator[str]:
         for s in pairs:
             for check, value in list(getattr(s, attribute).items()):
                 yield f'{name}{{{s.key},check="{check}"}} {value}\n'
@@ -656,10 +647,10 @@ def _per_check(name: str, attribute: str) -> Sampler:
     return samples
 
 
-def _per_dso_target(name: str, value: Callable[[DsoTargetState], float | None]) -> Sampler:
+def _per_dso_target(value: Callable[[DsoTargetState], float | None]) -> Sampler:
     """One sample per DSO target (none while ``value`` is None)."""
 
-    def samples(state: MetricsState, _: list[PairState]) -> Iterator[str]:
+    def samples(name: str, state: MetricsState, _: list[PairState]) -> Iterator[str]:
         for target, d in list(state.dso.items()):
             number = value(d)
             if number is not None:
@@ -668,15 +659,14 @@ def _per_dso_target(name: str, value: Callable[[DsoTargetState], float | None]) 
     return samples
 
 
-def _sessions_closed(state: MetricsState, _: list[PairState]) -> Iterator[str]:
-    name = "dnsgap_dso_sessions_closed_total"
+def _sessions_closed(name: str, state: MetricsState, _: list[PairState]) -> Iterator[str]:
     for target, d in list(state.dso.items()):
         labels = f'target="{escape_label_value(target)}"'
         yield from _by_label(name, "reason", sorted(d.closed.items()), labels)
 
 
-def _per_zone(name: str, lines: Callable[[str, str, ZoneState], Iterator[str]]) -> Sampler:
-    def samples(state: MetricsState, _: list[PairState]) -> Iterator[str]:
+def _per_zone(lines: Callable[[str, str, ZoneState], Iterator[str]]) -> Sampler:
+    def samples(name: str, state: MetricsState, _: list[PairState]) -> Iterator[str]:
         for zone, z in list(state.zones.items()):
             yield from lines(name, f'zone="{escape_label_value(zone)}"', z)
 
@@ -704,85 +694,67 @@ def _zone_behind(name: str, labels: str, z: ZoneState) -> Iterator[str]:
     yield from _by_label(name, "target", sorted(z.behind.items()), labels)
 
 
-def _own(name: str, value: Callable[[MetricsState], object], labels: str = "") -> Sampler:
+def _own(value: Callable[[MetricsState], object], labels: str = "") -> Sampler:
     """The exporter's own one-sample families."""
     brace = f"{{{labels}}}" if labels else ""
 
-    def samples(state: MetricsState, _: list[PairState]) -> Iterator[str]:
+    def samples(name: str, state: MetricsState, _: list[PairState]) -> Iterator[str]:
         yield f"{name}{brace} {value(state)}\n"
 
     return samples
 
 
-def _own_by_label(name: str, label: str,
-                  counts: Callable[[MetricsState], dict[str, int]]) -> Sampler:  # fmt: skip
-    def samples(state: MetricsState, _: list[PairState]) -> Iterator[str]:
+def _own_by_label(label: str, counts: Callable[[MetricsState], dict[str, int]]) -> Sampler:
+    def samples(name: str, state: MetricsState, _: list[PairState]) -> Iterator[str]:
         yield from _by_label(name, label, counts(state).items())
 
     return samples
 
 
-def _lateness(state: MetricsState, _: list[PairState]) -> Iterator[str]:
-    yield from _histogram_lines("dnsgap_scheduler_lateness_seconds", "", state.lateness)
+def _lateness(name: str, state: MetricsState, _: list[PairState]) -> Iterator[str]:
+    yield from _histogram_lines(name, "", state.lateness)
 
 
 _SAMPLERS: dict[str, Sampler] = {
     "dnsgap_probe_responses_total": _responses,
     "dnsgap_support_gap": _support_gap,
-    "dnsgap_probe_last_rcode": _pair_value("dnsgap_probe_last_rcode", "last_rcode", ""),
-    "dnsgap_probe_success": _pair_value("dnsgap_probe_success", "success", ""),
+    "dnsgap_probe_last_rcode": _pair_value("last_rcode"),
+    "dnsgap_probe_success": _pair_value("success"),
     "dnsgap_probe_duration_seconds": _duration,
-    "dnsgap_probe_last_run_timestamp_seconds": _pair_value(
-        "dnsgap_probe_last_run_timestamp_seconds", "last_run", ".3f"),
+    "dnsgap_probe_last_run_timestamp_seconds": _pair_value("last_run", ".3f"),
     "dnsgap_probe_interval_seconds": _interval,
-    "dnsgap_support_gap_since_timestamp_seconds": _pair_value(
-        "dnsgap_support_gap_since_timestamp_seconds", "since", ".3f"),
-    "dnsgap_gap_changes_total": _pair_value("dnsgap_gap_changes_total", "gap_changes", ""),
+    "dnsgap_support_gap_since_timestamp_seconds": _pair_value("since", ".3f"),
+    "dnsgap_gap_changes_total": _pair_value("gap_changes"),
     "dnsgap_probe_info": _info,
-    "dnsgap_dso_session_established": _per_dso_target(
-        "dnsgap_dso_session_established", lambda d: d.established),
-    "dnsgap_dso_inactivity_timeout_seconds": _per_dso_target(
-        "dnsgap_dso_inactivity_timeout_seconds", lambda d: d.inactivity_timeout),
-    "dnsgap_dso_keepalive_interval_seconds": _per_dso_target(
-        "dnsgap_dso_keepalive_interval_seconds", lambda d: d.keepalive_interval),
-    "dnsgap_dso_retry_delay_seconds": _per_dso_target(
-        "dnsgap_dso_retry_delay_seconds", lambda d: d.retry_delay),
+    "dnsgap_dso_session_established": _per_dso_target(lambda d: d.established),
+    "dnsgap_dso_inactivity_timeout_seconds": _per_dso_target(lambda d: d.inactivity_timeout),
+    "dnsgap_dso_keepalive_interval_seconds": _per_dso_target(lambda d: d.keepalive_interval),
+    "dnsgap_dso_retry_delay_seconds": _per_dso_target(lambda d: d.retry_delay),
     "dnsgap_dso_sessions_closed_total": _sessions_closed,
     "dnsgap_dso_push_notifications_total": _push_notifications,
     "dnsgap_fallback_total": _fallback_total,
     "dnsgap_fallback_active": _fallback_active,
-    "dnsgap_conformance_violation": _per_check("dnsgap_conformance_violation", "violation"),
-    "dnsgap_conformance_violations_total": _per_check(
-        "dnsgap_conformance_violations_total", "violations_total"),
-    "dnsgap_tls_cert_expiry_timestamp_seconds": _pair_value(
-        "dnsgap_tls_cert_expiry_timestamp_seconds", "cert_not_after", ".0f"),
-    "dnsgap_build_info": _own("dnsgap_build_info", lambda _: 1, _BUILD_LABELS),
-    "dnsgap_config_reload_success": _own("dnsgap_config_reload_success",
-                                         lambda s: s.reload_success),
+    "dnsgap_conformance_violation": _per_check("violation"),
+    "dnsgap_conformance_violations_total": _per_check("violations_total"),
+    "dnsgap_tls_cert_expiry_timestamp_seconds": _pair_value("cert_not_after", ".0f"),
+    "dnsgap_build_info": _own(lambda _: 1, _BUILD_LABELS),
+    "dnsgap_config_reload_success": _own(lambda s: s.reload_success),
     "dnsgap_config_last_reload_success_timestamp_seconds": _own(
-        "dnsgap_config_last_reload_success_timestamp_seconds",
         lambda s: f"{s.reload_timestamp:.3f}"),
-    "dnsgap_config_reloads_total": _own_by_label("dnsgap_config_reloads_total", "result",
-                                                 lambda s: s.reloads),
-    "dnsgap_config_restart_required": _own("dnsgap_config_restart_required",
-                                           lambda s: s.restart_required),
+    "dnsgap_config_reloads_total": _own_by_label("result", lambda s: s.reloads),
+    "dnsgap_config_restart_required": _own(lambda s: s.restart_required),
     "dnsgap_scheduler_lateness_seconds": _lateness,
-    "dnsgap_probes_in_flight": _own("dnsgap_probes_in_flight", lambda s: s.in_flight),
-    "dnsgap_probes_skipped_total": _own_by_label("dnsgap_probes_skipped_total", "reason",
-                                                 lambda s: s.skipped),
-    "dnsgap_probe_requests_waiting": _own("dnsgap_probe_requests_waiting",
-                                          lambda s: s.probe_requests_waiting),
-    "dnsgap_probe_requests_queued_total": _own("dnsgap_probe_requests_queued_total",
-                                               lambda s: s.probe_requests_queued),
+    "dnsgap_probes_in_flight": _own(lambda s: s.in_flight),
+    "dnsgap_probes_skipped_total": _own_by_label("reason", lambda s: s.skipped),
+    "dnsgap_probe_requests_waiting": _own(lambda s: s.probe_requests_waiting),
+    "dnsgap_probe_requests_queued_total": _own(lambda s: s.probe_requests_queued),
     "dnsgap_probe_requests_refused_total": _own_by_label(
-        "dnsgap_probe_requests_refused_total", "reason", lambda s: s.probe_requests_refused),
-    "dnsgap_zone_discovery_success": _per_zone("dnsgap_zone_discovery_success",
-                                               _zone_discovery),
-    "dnsgap_zone_addresses": _per_zone("dnsgap_zone_addresses", _zone_addresses),
-    "dnsgap_zone_address_changes_total": _per_zone("dnsgap_zone_address_changes_total",
-                                                   _zone_changes),
-    "dnsgap_zone_soa_serial": _per_zone("dnsgap_zone_soa_serial", _zone_serials),
-    "dnsgap_zone_serial_behind": _per_zone("dnsgap_zone_serial_behind", _zone_behind),
+        "reason", lambda s: s.probe_requests_refused),
+    "dnsgap_zone_discovery_success": _per_zone(_zone_discovery),
+    "dnsgap_zone_addresses": _per_zone(_zone_addresses),
+    "dnsgap_zone_address_changes_total": _per_zone(_zone_changes),
+    "dnsgap_zone_soa_serial": _per_zone(_zone_serials),
+    "dnsgap_zone_serial_behind": _per_zone(_zone_behind),
 }  # fmt: skip
 
 
@@ -794,7 +766,10 @@ class Family:
     header: str  # HELP and TYPE lines, built once (formatting them was a third of a
     # /probe answer's render)
     always: bool  # the header even without samples
-    samples: Sampler
+    sampler: Sampler
+
+    def samples(self, state: MetricsState, pairs: list[PairState]) -> Iterator[str]:
+        return self.sampler(self.name, state, pairs)
 
 
 _ALWAYS = frozenset({"dnsgap_build_info", "dnsgap_probes_in_flight"})
